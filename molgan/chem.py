@@ -1,0 +1,367 @@
+"""Molecular graph <-> RDKit codec.
+
+A molecule is a pair of integer tensors over ``N = vocab.max_atoms`` slots:
+
+* ``atoms`` (N,): index into ``vocab.atoms``; 0 (``"*"``) means "no atom here".
+* ``bonds`` (N, N): index into ``vocab.bonds`` = bond order (0 none, 1 single, 2 double,
+  3 triple); symmetric with a zero diagonal.
+
+Hydrogens are implicit and aromatic rings are stored kekulized, so RDKit recomputes both
+when a graph is decoded. Graphs carry no stereochemistry, therefore every SMILES this module
+returns is canonical *non-isomeric* SMILES (:func:`canonical` and :func:`decode` share that
+convention, so comparing their outputs is meaningful).
+
+Decoding is honest: a graph that RDKit refuses to sanitize decodes to ``None``; no valence
+repair or hydrogen fixing happens here.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any
+
+import numpy as np
+import torch
+from rdkit import Chem, RDLogger
+
+# Generated graphs are invalid all the time; RDKit would log every failed sanitization.
+RDLogger.DisableLog("rdApp.*")
+
+ATOM_NONE = 0
+BOND_NONE = 0
+PAD_LABEL = "*"
+BOND_TYPES: tuple[str, ...] = ("none", "single", "double", "triple")
+
+_RDKIT_BONDS: tuple[Chem.BondType, ...] = (
+    Chem.BondType.ZERO,
+    Chem.BondType.SINGLE,
+    Chem.BondType.DOUBLE,
+    Chem.BondType.TRIPLE,
+)
+_BOND_ORDER = {Chem.BondType.SINGLE: 1, Chem.BondType.DOUBLE: 2, Chem.BondType.TRIPLE: 3}
+_LABEL_RE = re.compile(r"^([A-Z][a-z]?)(\+{1,3}|-{1,3})?$")
+_PTABLE = Chem.GetPeriodicTable()
+# Labels that come first in every vocabulary, so the common organic atoms keep stable indices.
+_PREFERRED_ORDER = ("C", "N", "O", "F")
+
+
+class EncodeError(ValueError):
+    """A molecule that cannot be represented as a graph; ``reason`` is a short snake_case key."""
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+
+
+def atom_label(atom: Chem.Atom) -> str:
+    """Vocabulary label of an atom: element symbol plus one sign per unit of formal charge."""
+    charge = atom.GetFormalCharge()
+    sign = "+" * charge if charge > 0 else "-" * -charge
+    return atom.GetSymbol() + sign
+
+
+def parse_label(label: str) -> tuple[int, int]:
+    """``"N+"`` -> (atomic number 7, formal charge +1). Raises ValueError on a bad label."""
+    m = _LABEL_RE.match(label)
+    if m is None:
+        raise ValueError(f"invalid atom label {label!r} (expected e.g. 'C', 'N+', 'O-')")
+    symbol, sign = m.group(1), m.group(2) or ""
+    try:
+        z = _PTABLE.GetAtomicNumber(symbol)
+    except RuntimeError:
+        z = 0
+    if z <= 1:
+        raise ValueError(f"invalid atom label {label!r}: unknown or unsupported element")
+    charge = len(sign) if sign.startswith("+") else -len(sign)
+    return z, charge
+
+
+@dataclass(frozen=True)
+class Vocab:
+    """Atom and bond vocabularies plus the graph size ``max_atoms`` (N)."""
+
+    atoms: tuple[str, ...]
+    max_atoms: int
+    bonds: tuple[str, ...] = BOND_TYPES
+
+    def __post_init__(self) -> None:
+        atoms = tuple(self.atoms)
+        bonds = tuple(self.bonds)
+        object.__setattr__(self, "atoms", atoms)
+        object.__setattr__(self, "bonds", bonds)
+        if not atoms or atoms[0] != PAD_LABEL:
+            raise ValueError(f"vocab atoms must start with the padding label {PAD_LABEL!r}")
+        if len(atoms) < 2:
+            raise ValueError("vocab needs at least one atom type besides padding")
+        if len(set(atoms)) != len(atoms):
+            raise ValueError(f"vocab atoms contain duplicates: {atoms}")
+        if len(atoms) > 256:
+            raise ValueError("vocab atoms must fit in uint8 (at most 256 labels)")
+        for label in atoms[1:]:
+            if not isinstance(label, str):
+                raise ValueError(f"vocab atom label must be a string, got {label!r}")
+            parse_label(label)
+        if bonds != BOND_TYPES:
+            raise ValueError(f"vocab bonds must be {BOND_TYPES}, got {bonds}")
+        if isinstance(self.max_atoms, bool) or not isinstance(self.max_atoms, int):
+            raise ValueError(f"max_atoms must be an int, got {self.max_atoms!r}")
+        if not 1 <= self.max_atoms <= 255:
+            raise ValueError(f"max_atoms must be in 1..255, got {self.max_atoms}")
+
+    @property
+    def num_atom_types(self) -> int:
+        """A: number of atom labels including padding."""
+        return len(self.atoms)
+
+    @property
+    def num_bond_types(self) -> int:
+        """E: number of bond types including "none"."""
+        return len(self.bonds)
+
+    @cached_property
+    def atom_index(self) -> dict[str, int]:
+        return {label: i for i, label in enumerate(self.atoms)}
+
+    @cached_property
+    def atomic_numbers(self) -> tuple[int, ...]:
+        """Atomic number per atom index (0 for padding)."""
+        return (0, *(parse_label(a)[0] for a in self.atoms[1:]))
+
+    @cached_property
+    def charges(self) -> tuple[int, ...]:
+        """Formal charge per atom index (0 for padding)."""
+        return (0, *(parse_label(a)[1] for a in self.atoms[1:]))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"atoms": list(self.atoms), "max_atoms": self.max_atoms, "bonds": list(self.bonds)}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Vocab:
+        if not isinstance(d, Mapping):
+            raise ValueError(f"vocab must be a mapping, got {type(d).__name__}")
+        unknown = set(d) - {"atoms", "max_atoms", "bonds"}
+        if unknown:
+            raise ValueError(f"unknown vocab keys: {sorted(unknown)}")
+        for key in ("atoms", "max_atoms"):
+            if key not in d:
+                raise ValueError(f"vocab is missing {key!r}")
+        atoms = d["atoms"]
+        if not isinstance(atoms, list | tuple):
+            raise ValueError("vocab 'atoms' must be a list of labels")
+        bonds = d.get("bonds", BOND_TYPES)
+        if not isinstance(bonds, list | tuple):
+            raise ValueError("vocab 'bonds' must be a list of names")
+        return cls(atoms=tuple(atoms), max_atoms=d["max_atoms"], bonds=tuple(bonds))
+
+
+# --------------------------------------------------------------------------- SMILES helpers
+
+
+def to_mol(smiles: str | None) -> Chem.Mol | None:
+    """Sanitized RDKit molecule from SMILES, or None."""
+    if not smiles or not isinstance(smiles, str):
+        return None
+    return Chem.MolFromSmiles(smiles)
+
+
+def mol_to_smiles(mol: Chem.Mol) -> str:
+    """Canonical non-isomeric SMILES of a sanitized molecule (the convention of this module)."""
+    return Chem.MolToSmiles(mol, isomericSmiles=False)
+
+
+def canonical(smiles: str) -> str | None:
+    """Canonical non-isomeric SMILES, or None if RDKit cannot parse/sanitize ``smiles``."""
+    mol = to_mol(smiles)
+    if mol is None or mol.GetNumAtoms() == 0:
+        return None
+    return mol_to_smiles(mol)
+
+
+def is_connected(smiles: str | None) -> bool:
+    """True for a valid, single-fragment SMILES."""
+    return bool(smiles) and "." not in smiles
+
+
+# --------------------------------------------------------------------------- vocabulary
+
+
+def build_vocab(mols: Iterable[Chem.Mol], max_atoms: int) -> Vocab:
+    """Vocabulary of the atom labels found in ``mols``.
+
+    Order: padding, then C, N, O, F when present, then the rest by decreasing frequency and
+    name -- deterministic for a given set of molecules.
+    """
+    counts: Counter[str] = Counter()
+    for mol in mols:
+        if mol is None:
+            continue
+        counts.update(atom_label(a) for a in mol.GetAtoms() if a.GetAtomicNum() > 1)
+    return vocab_from_counts(counts, max_atoms)
+
+
+def vocab_from_counts(counts: Mapping[str, int], max_atoms: int) -> Vocab:
+    if not counts:
+        raise ValueError("cannot build a vocabulary from zero atoms")
+    first = [label for label in _PREFERRED_ORDER if counts.get(label, 0) > 0]
+    rest = sorted((k for k in counts if k not in first), key=lambda k: (-counts[k], k))
+    return Vocab(atoms=(PAD_LABEL, *first, *rest), max_atoms=max_atoms)
+
+
+# --------------------------------------------------------------------------- encode
+
+
+def _check_mol(mol: Chem.Mol, max_atoms: int) -> None:
+    """Raise EncodeError for molecules a graph cannot represent faithfully."""
+    n = mol.GetNumAtoms()
+    if n == 0:
+        raise EncodeError("empty")
+    for atom in mol.GetAtoms():
+        if atom.GetAtomicNum() <= 1:
+            # Dummy atoms and hydrogens kept as heavy atoms (e.g. "[H][H]") have no slot.
+            raise EncodeError("unsupported_element", atom.GetSymbol())
+        if atom.GetNumRadicalElectrons():
+            raise EncodeError("radical", atom_label(atom))
+        if abs(atom.GetFormalCharge()) > 3:
+            raise EncodeError("charge", atom_label(atom))
+    if n > max_atoms:
+        raise EncodeError("too_many_atoms", f"{n} > {max_atoms}")
+    if len(Chem.GetMolFrags(mol)) > 1:
+        raise EncodeError("multi_fragment")
+
+
+def mol_to_graph(
+    mol: Chem.Mol, vocab: Vocab, out_atoms: np.ndarray, out_bonds: np.ndarray
+) -> None:
+    """Write the graph of a sanitized molecule into zeroed (N,) / (N, N) arrays.
+
+    The molecule is kekulized on a copy so aromatic bonds become single/double.
+    """
+    _check_mol(mol, vocab.max_atoms)
+    index = vocab.atom_index
+    for atom in mol.GetAtoms():
+        label = atom_label(atom)
+        k = index.get(label)
+        if k is None:
+            raise EncodeError("unsupported_atom", label)
+        out_atoms[atom.GetIdx()] = k
+    if mol.GetNumBonds() == 0:
+        return
+    kek = Chem.Mol(mol)
+    try:
+        Chem.Kekulize(kek, clearAromaticFlags=True)
+    except Exception as exc:  # RDKit raises KekulizeException (a ValueError subclass)
+        raise EncodeError("kekulize", str(exc)) from exc
+    for bond in kek.GetBonds():
+        order = _BOND_ORDER.get(bond.GetBondType())
+        if order is None:
+            raise EncodeError("unsupported_bond", str(bond.GetBondType()))
+        i, j = bond.GetBeginAtomIdx(), bond.GetEndAtomIdx()
+        out_bonds[i, j] = order
+        out_bonds[j, i] = order
+
+
+def encode(mol_or_smiles: str | Chem.Mol, vocab: Vocab) -> tuple[torch.Tensor, torch.Tensor]:
+    """Graph of a molecule: atoms (N,) int64 and bonds (N, N) int64 (symmetric, zero diagonal).
+
+    Raises EncodeError (with ``.reason``) if the molecule cannot be represented.
+    """
+    if isinstance(mol_or_smiles, str):
+        mol = to_mol(mol_or_smiles)
+        if mol is None:
+            raise EncodeError("unparseable", mol_or_smiles)
+    elif isinstance(mol_or_smiles, Chem.Mol):
+        mol = mol_or_smiles
+    else:
+        raise TypeError(f"expected SMILES or RDKit Mol, got {type(mol_or_smiles).__name__}")
+    n = vocab.max_atoms
+    atoms = np.zeros(n, dtype=np.int64)
+    bonds = np.zeros((n, n), dtype=np.int64)
+    mol_to_graph(mol, vocab, atoms, bonds)
+    return torch.from_numpy(atoms), torch.from_numpy(bonds)
+
+
+# --------------------------------------------------------------------------- decode
+
+
+def _as_numpy(x: torch.Tensor | np.ndarray) -> np.ndarray:
+    if isinstance(x, torch.Tensor):
+        x = x.detach().cpu().numpy()
+    return np.asarray(x)
+
+
+def _graph_to_mol(
+    atom_ids: np.ndarray, bond_rows: np.ndarray, bond_cols: np.ndarray, bond_vals: np.ndarray,
+    vocab: Vocab,
+) -> Chem.Mol | None:
+    """Sanitized molecule from present atom ids and upper-triangle bonds between them."""
+    mol = Chem.RWMol()
+    zs, qs = vocab.atomic_numbers, vocab.charges
+    for k in atom_ids.tolist():
+        atom = Chem.Atom(zs[k])
+        if qs[k]:
+            atom.SetFormalCharge(qs[k])
+        mol.AddAtom(atom)
+    for i, j, b in zip(bond_rows.tolist(), bond_cols.tolist(), bond_vals.tolist(), strict=True):
+        mol.AddBond(i, j, _RDKIT_BONDS[b])
+    try:
+        Chem.SanitizeMol(mol)
+    except Exception:  # any sanitization failure means "not a molecule"
+        return None
+    return mol
+
+
+def _validate_graph(atoms: np.ndarray, bonds: np.ndarray, vocab: Vocab) -> None:
+    n = atoms.shape[-1]
+    if bonds.shape[-2:] != (n, n):
+        raise ValueError(f"bonds shape {bonds.shape} does not match atoms shape {atoms.shape}")
+    if atoms.size and (atoms.min() < 0 or atoms.max() >= vocab.num_atom_types):
+        raise ValueError(f"atom index out of range 0..{vocab.num_atom_types - 1}")
+    if bonds.size and (bonds.min() < 0 or bonds.max() >= vocab.num_bond_types):
+        raise ValueError(f"bond index out of range 0..{vocab.num_bond_types - 1}")
+
+
+def decode(
+    atoms: torch.Tensor | np.ndarray, bonds: torch.Tensor | np.ndarray, vocab: Vocab
+) -> str | None:
+    """Canonical SMILES of one graph (atoms (N,), bonds (N, N)), or None if not a molecule.
+
+    Absent atoms (index 0) are dropped together with every bond touching them; only the upper
+    triangle of ``bonds`` is read. The result may contain "." for disconnected graphs.
+    """
+    a = _as_numpy(atoms).astype(np.int64, copy=False)
+    b = _as_numpy(bonds).astype(np.int64, copy=False)
+    if a.ndim != 1 or b.ndim != 2:
+        raise ValueError(f"decode expects atoms (N,) and bonds (N, N), got {a.shape}, {b.shape}")
+    _validate_graph(a, b, vocab)
+    present = np.flatnonzero(a != ATOM_NONE)
+    if present.size == 0:
+        return None
+    sub = np.triu(b[np.ix_(present, present)], k=1)
+    rows, cols = np.nonzero(sub)
+    mol = _graph_to_mol(a[present], rows, cols, sub[rows, cols], vocab)
+    return None if mol is None else mol_to_smiles(mol)
+
+
+def decode_batch(
+    atoms: torch.Tensor | np.ndarray,
+    bonds: torch.Tensor | np.ndarray,
+    vocab: Vocab,
+    *,
+    memo: dict[bytes, str | None] | None = None,
+) -> list[str | None]:
+    """Decode a batch: atoms (B, N), bonds (B, N, N) -> B SMILES or None.
+
+    ``memo`` (optional) maps a graph's bytes to its result and is filled as a side effect;
+    pass the same dict across calls to make repeated graphs free. Within one call identical
+    graphs are always decoded once.
+    """
+    a = _as_numpy(atoms)
+    b = _as_numpy(bonds)
+    if a.ndim != 2 or b.ndim != 3 or b.shape[0] != a.shape[0]:
+        raise ValueError(f"decode_batch expects (B, N) and (B, N, N), got {a.shape}, {b.shape}")
+    _validate_graph(a, b, vocab)
+    return [decode(a[i], b[i], vocab) for i in range(a.shape[0])]

@@ -1,0 +1,554 @@
+"""Molecule datasets: reading SMILES files, featurizing them into graphs, caching, QM9.
+
+Featurization never fails on a bad record: every skipped molecule is counted under a short
+reason in a :class:`SkipReport`. Featurized tensors are cached on disk (safetensors + JSON
+metadata, never pickle) keyed by the input file's bytes and the settings.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import hashlib
+import io
+import json
+import logging
+import os
+import tempfile
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from rdkit import Chem
+
+from molgan.chem import (
+    EncodeError,
+    Vocab,
+    decode,
+    mol_to_graph,
+    mol_to_smiles,
+    to_mol,
+    vocab_from_counts,
+)
+
+log = logging.getLogger(__name__)
+
+# Bump whenever featurization or the cache layout changes: old cache entries are then ignored.
+FORMAT_VERSION = 1
+QM9_FILENAME = "qm9.smi.gz"
+SMILES_SUFFIXES = (".smi", ".txt")
+TABLE_SUFFIXES = (".csv", ".tsv")
+SDF_SUFFIXES = (".sdf",)
+SUPPORTED_SUFFIXES = SMILES_SUFFIXES + TABLE_SUFFIXES + SDF_SUFFIXES
+# Below this many molecules a worker pool costs more than it saves.
+_PARALLEL_MIN = 20_000
+_CHUNK = 4_096
+
+
+@dataclass
+class SkipReport:
+    """How many records were read, kept, and skipped (by reason)."""
+
+    read: int = 0
+    kept: int = 0
+    skipped: dict[str, int] = field(default_factory=dict)
+
+    def summary(self) -> str:
+        total = sum(self.skipped.values())
+        text = f"read {self.read}, kept {self.kept}, skipped {total}"
+        if total:
+            parts = sorted(self.skipped.items(), key=lambda kv: (-kv[1], kv[0]))
+            text += " (" + ", ".join(f"{k} {v}" for k, v in parts) + ")"
+        return text
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"read": self.read, "kept": self.kept, "skipped": dict(self.skipped)}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> SkipReport:
+        return cls(read=int(d["read"]), kept=int(d["kept"]),
+                   skipped={str(k): int(v) for k, v in d["skipped"].items()})
+
+
+# --------------------------------------------------------------------------- reading files
+
+
+def _base_suffix(path: Path) -> tuple[str, bool]:
+    """(".smi", True) for "x.smi.gz"."""
+    suffixes = [s.lower() for s in path.suffixes]
+    gz = bool(suffixes) and suffixes[-1] == ".gz"
+    if gz:
+        suffixes = suffixes[:-1]
+    return (suffixes[-1] if suffixes else ""), gz
+
+
+def _open_text(path: Path, gz: bool) -> io.TextIOBase:
+    if gz:
+        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", newline="")
+    return open(path, encoding="utf-8", newline="")
+
+
+def _check_path(path: str | Path) -> tuple[Path, str, bool]:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"molecule file not found: {path}")
+    suffix, gz = _base_suffix(path)
+    if suffix not in SUPPORTED_SUFFIXES:
+        raise ValueError(
+            f"unsupported molecule file {path.name!r}: expected one of "
+            f"{', '.join(SUPPORTED_SUFFIXES)} (optionally .gz)"
+        )
+    return path, suffix, gz
+
+
+def _read_smiles_lines(f: io.TextIOBase) -> Iterator[str]:
+    first = True
+    for line in f:
+        token = line.split(maxsplit=1)[0] if line.strip() else ""
+        if not token or token.startswith("#"):
+            continue
+        if first and token.lower() == "smiles":
+            first = False
+            continue
+        first = False
+        yield token
+
+
+def _read_table(f: io.TextIOBase, delimiter: str, smiles_column: str | None,
+                name: str) -> Iterator[str]:
+    reader = csv.reader(f, delimiter=delimiter)
+    header = next(reader, None)
+    if header is None:
+        return
+    header = [h.strip() for h in header]
+    if smiles_column is not None:
+        candidates = [smiles_column]
+    else:
+        candidates = [h for h in header if h.lower() == "smiles"]
+    col = next((header.index(c) for c in candidates if c in header), None)
+    if col is None:
+        wanted = repr(smiles_column) if smiles_column else "'smiles'"
+        raise ValueError(f"{name}: no column {wanted} among columns {header}; "
+                         "pass smiles_column= to choose one")
+    for row in reader:
+        if not row or all(not c.strip() for c in row):
+            continue
+        # A short row yields "" and is counted as unparseable rather than dropped silently.
+        yield row[col].strip() if col < len(row) else ""
+
+
+def _read_sdf(path: Path, gz: bool) -> Iterator[str]:
+    with (gzip.open(path, "rb") if gz else open(path, "rb")) as fh:
+        for mol in Chem.ForwardSDMolSupplier(fh):
+            # A record RDKit cannot read becomes "" and is counted as unparseable later.
+            yield "" if mol is None else Chem.MolToSmiles(mol)
+
+
+def read_smiles(path: str | Path, smiles_column: str | None = None) -> list[str]:
+    """Raw SMILES strings from a .smi/.txt, .csv/.tsv or .sdf file, each optionally gzipped.
+
+    * .smi/.txt: first whitespace-separated token per line; blank lines, ``#`` comments and
+      an optional ``smiles`` header line are skipped.
+    * .csv/.tsv: the column named ``smiles`` (any case) or ``smiles_column``.
+    * .sdf: each record converted with RDKit; unreadable records yield ``""``.
+    """
+    path, suffix, gz = _check_path(path)
+    if suffix in SDF_SUFFIXES:
+        return list(_read_sdf(path, gz))
+    with _open_text(path, gz) as f:
+        if suffix in TABLE_SUFFIXES:
+            delim = "\t" if suffix == ".tsv" else ","
+            return list(_read_table(f, delim, smiles_column, path.name))
+        return list(_read_smiles_lines(f))
+
+
+# --------------------------------------------------------------------------- featurizing
+
+
+@dataclass
+class _Chunk:
+    """Featurized slice of the input; atom ids index ``labels`` (local to the chunk) + 1."""
+
+    atoms: np.ndarray  # (K, N) uint8
+    bonds: np.ndarray  # (K, N, N) uint8
+    smiles: list[str]
+    labels: list[str]
+    skipped: Counter[str]
+
+
+def _featurize_chunk(smiles: Sequence[str], max_atoms: int,
+                     fixed_labels: Sequence[str] | None) -> _Chunk:
+    """Featurize SMILES with a chunk-local label table (grown on the fly unless fixed)."""
+    labels: list[str] = ["*", *fixed_labels] if fixed_labels is not None else ["*"]
+    # mol_to_graph looks labels up in vocab.atom_index; an open-ended dict lets us grow it.
+    index: dict[str, int] = {lab: i for i, lab in enumerate(labels)}
+    grow = fixed_labels is None
+    n = max_atoms
+    atoms = np.zeros((len(smiles), n), dtype=np.uint8)
+    bonds = np.zeros((len(smiles), n, n), dtype=np.uint8)
+    kept_smiles: list[str] = []
+    skipped: Counter[str] = Counter()
+    view = _OpenVocab(index, labels, grow, n)
+    row_a = np.zeros(n, dtype=np.int64)
+    row_b = np.zeros((n, n), dtype=np.int64)
+    k = 0
+    for s in smiles:
+        mol = to_mol(s)
+        if mol is None:
+            skipped["unparseable"] += 1
+            continue
+        row_a[:] = 0
+        row_b[:] = 0
+        try:
+            mol_to_graph(mol, view, row_a, row_b)  # type: ignore[arg-type]
+        except EncodeError as exc:
+            skipped[exc.reason] += 1
+            continue
+        canon = mol_to_smiles(mol)
+        # Keep only graphs that decode back to the molecule (e.g. rejects odd H counts).
+        if decode(row_a, row_b, view.as_vocab()) != canon:
+            skipped["roundtrip_mismatch"] += 1
+            continue
+        atoms[k] = row_a
+        bonds[k] = row_b
+        kept_smiles.append(canon)
+        k += 1
+    return _Chunk(atoms[:k].copy(), bonds[:k].copy(), kept_smiles, labels[1:], skipped)
+
+
+class _OpenVocab:
+    """Duck-typed stand-in for Vocab whose atom table grows as new labels are seen."""
+
+    def __init__(self, index: dict[str, int], labels: list[str], grow: bool,
+                 max_atoms: int) -> None:
+        self.labels = labels
+        self.max_atoms = max_atoms
+        self.atom_index = _GrowingIndex(index, labels) if grow else index
+        self._vocab: Vocab | None = None
+        self._vocab_len = 0
+
+    def as_vocab(self) -> Vocab:
+        if self._vocab is None or self._vocab_len != len(self.labels):
+            self._vocab = Vocab(atoms=tuple(self.labels), max_atoms=self.max_atoms)
+            self._vocab_len = len(self.labels)
+        return self._vocab
+
+
+class _GrowingIndex(dict):
+    def __init__(self, index: dict[str, int], labels: list[str]) -> None:
+        super().__init__(index)
+        self._labels = labels
+
+    def get(self, key: str, default: Any = None) -> int:  # type: ignore[override]
+        if key not in self:
+            if len(self._labels) >= 256:
+                return default
+            self[key] = len(self._labels)
+            self._labels.append(key)
+        return self[key]
+
+
+def _featurize(smiles: list[str], max_atoms: int, vocab: Vocab | None, workers: int,
+               progress: bool) -> tuple[np.ndarray, np.ndarray, list[str], Vocab, Counter[str]]:
+    fixed = list(vocab.atoms[1:]) if vocab is not None else None
+    chunks_in = [smiles[i:i + _CHUNK] for i in range(0, len(smiles), _CHUNK)]
+    bar = None
+    if progress:
+        from tqdm import tqdm
+        bar = tqdm(total=len(smiles), unit="mol", desc="featurize")
+    results: list[_Chunk] = []
+    if workers > 1 and len(smiles) >= _PARALLEL_MIN:
+        with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+            futures = [pool.submit(_featurize_chunk, c, max_atoms, fixed) for c in chunks_in]
+            for fut, c in zip(futures, chunks_in, strict=True):
+                results.append(fut.result())
+                if bar is not None:
+                    bar.update(len(c))
+    else:
+        for c in chunks_in:
+            results.append(_featurize_chunk(c, max_atoms, fixed))
+            if bar is not None:
+                bar.update(len(c))
+    if bar is not None:
+        bar.close()
+
+    skipped: Counter[str] = Counter()
+    counts: Counter[str] = Counter()
+    for r in results:
+        skipped.update(r.skipped)
+        for j, lab in enumerate(r.labels, start=1):
+            counts[lab] += int((r.atoms == j).sum())
+    if vocab is None:
+        counts = Counter({k: v for k, v in counts.items() if v > 0})
+        if not counts:
+            empty = np.zeros((0, max_atoms), np.uint8)
+            return empty, np.zeros((0, max_atoms, max_atoms), np.uint8), [], None, skipped  # type: ignore[return-value]
+        vocab = vocab_from_counts(counts, max_atoms)
+    # Remap chunk-local atom ids to the final vocabulary with one lookup table per chunk.
+    atoms_parts, bonds_parts, smiles_out = [], [], []
+    for r in results:
+        lut = np.zeros(256, dtype=np.uint8)
+        for j, lab in enumerate(r.labels, start=1):
+            lut[j] = vocab.atom_index.get(lab, 0)
+        atoms_parts.append(lut[r.atoms])
+        bonds_parts.append(r.bonds)
+        smiles_out.extend(r.smiles)
+    atoms = np.concatenate(atoms_parts) if atoms_parts else np.zeros((0, max_atoms), np.uint8)
+    bonds = (np.concatenate(bonds_parts) if bonds_parts
+             else np.zeros((0, max_atoms, max_atoms), np.uint8))
+    # Dedupe by canonical SMILES, keeping the first occurrence in file order.
+    seen: dict[str, int] = {}
+    keep = []
+    for i, s in enumerate(smiles_out):
+        if s in seen:
+            continue
+        seen[s] = i
+        keep.append(i)
+    dup = len(smiles_out) - len(keep)
+    if dup:
+        skipped["duplicate"] += dup
+        idx = np.asarray(keep, dtype=np.int64)
+        atoms, bonds = atoms[idx], bonds[idx]
+        smiles_out = [smiles_out[i] for i in keep]
+    return atoms, bonds, smiles_out, vocab, skipped
+
+
+# --------------------------------------------------------------------------- dataset
+
+
+@dataclass
+class MolDataset:
+    """Featurized molecules: atoms (M, N) uint8, bonds (M, N, N) uint8, aligned SMILES."""
+
+    atoms: torch.Tensor
+    bonds: torch.Tensor
+    smiles: list[str]
+    vocab: Vocab
+    report: SkipReport
+    source: str
+    cache_hit: bool = False
+
+    def __len__(self) -> int:
+        return len(self.smiles)
+
+    def split(self, seed: int = 0, fractions: Sequence[float] = (0.8, 0.1, 0.1)
+              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Disjoint (train, valid, test) index tensors covering every row; same seed, same split."""
+        if len(fractions) != 3 or any(f < 0 for f in fractions):
+            raise ValueError(f"fractions must be three non-negative numbers, got {fractions}")
+        total = float(sum(fractions))
+        if abs(total - 1.0) > 1e-6:
+            raise ValueError(f"fractions must sum to 1, got {fractions} (sum {total})")
+        m = len(self)
+        gen = torch.Generator().manual_seed(seed)
+        perm = torch.randperm(m, generator=gen)
+        n_train = round(m * fractions[0])
+        n_valid = min(round(m * fractions[1]), m - n_train)
+        return (perm[:n_train], perm[n_train:n_train + n_valid], perm[n_train + n_valid:])
+
+    def subset(self, idx: torch.Tensor | Sequence[int]) -> MolDataset:
+        index = torch.as_tensor(idx, dtype=torch.long)
+        return MolDataset(
+            atoms=self.atoms[index], bonds=self.bonds[index],
+            smiles=[self.smiles[i] for i in index.tolist()], vocab=self.vocab,
+            report=self.report, source=self.source, cache_hit=self.cache_hit,
+        )
+
+
+def qm9_path() -> Path:
+    """The bundled QM9 SMILES file (shipped as package data)."""
+    return Path(__file__).resolve().parent / "assets" / QM9_FILENAME
+
+
+def default_cache_dir() -> Path:
+    env = os.environ.get("MOLGAN_CACHE_DIR")
+    return Path(env) if env else Path.home() / ".cache" / "molgan"
+
+
+def _file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def cache_key(path: Path, max_atoms: int, vocab: Vocab | None,
+              smiles_column: str | None) -> str:
+    settings = {
+        "format": FORMAT_VERSION,
+        "max_atoms": max_atoms,
+        "vocab": vocab.to_dict() if vocab is not None else None,
+        "smiles_column": smiles_column,
+    }
+    h = hashlib.sha256()
+    h.update(_file_sha256(path).encode())
+    h.update(json.dumps(settings, sort_keys=True).encode())
+    return h.hexdigest()[:32]
+
+
+def _save_cache(file: Path, ds: MolDataset) -> None:
+    from safetensors.torch import save_file
+
+    blob = "\n".join(ds.smiles).encode("utf-8")
+    tensors = {
+        "atoms": ds.atoms.contiguous(),
+        "bonds": ds.bonds.contiguous(),
+        "smiles": torch.frombuffer(bytearray(blob), dtype=torch.uint8) if blob
+        else torch.zeros(0, dtype=torch.uint8),
+    }
+    meta = {
+        "format": str(FORMAT_VERSION),
+        "vocab": json.dumps(ds.vocab.to_dict()),
+        "report": json.dumps(ds.report.to_dict()),
+        "source": ds.source,
+        "count": str(len(ds)),
+    }
+    file.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=file.parent, prefix=file.name, suffix=".tmp")
+    os.close(fd)
+    try:
+        save_file(tensors, tmp, metadata=meta)
+        os.replace(tmp, file)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _load_cache(file: Path) -> MolDataset:
+    from safetensors import safe_open
+
+    with safe_open(str(file), framework="pt") as f:
+        meta = f.metadata() or {}
+        if meta.get("format") != str(FORMAT_VERSION):
+            raise ValueError(f"cache format {meta.get('format')!r} != {FORMAT_VERSION}")
+        atoms = f.get_tensor("atoms")
+        bonds = f.get_tensor("bonds")
+        blob = f.get_tensor("smiles").numpy().tobytes().decode("utf-8")
+    smiles = blob.split("\n") if blob else []
+    vocab = Vocab.from_dict(json.loads(meta["vocab"]))
+    report = SkipReport.from_dict(json.loads(meta["report"]))
+    m, n = len(smiles), vocab.max_atoms
+    if (atoms.dtype != torch.uint8 or bonds.dtype != torch.uint8 or tuple(atoms.shape) != (m, n)
+            or tuple(bonds.shape) != (m, n, n) or int(meta.get("count", -1)) != m):
+        raise ValueError("cache tensors do not match their metadata")
+    return MolDataset(atoms, bonds, smiles, vocab, report, meta.get("source", file.name),
+                      cache_hit=True)
+
+
+def load_dataset(
+    path: str | Path | None = None,
+    *,
+    max_atoms: int = 9,
+    vocab: Vocab | None = None,
+    cache_dir: Path | None = None,
+    smiles_column: str | None = None,
+    progress: bool = False,
+    use_cache: bool = True,
+    workers: int = 0,
+) -> MolDataset:
+    """Featurize a molecule file (default: bundled QM9) into a :class:`MolDataset`.
+
+    Molecules are skipped, never fatal, and counted by reason: ``unparseable``,
+    ``unsupported_element``, ``too_many_atoms``, ``multi_fragment``, ``unsupported_atom``
+    (only with a given ``vocab``), ``duplicate`` (same canonical SMILES), ... . The result is
+    cached under ``cache_dir`` (default ``$MOLGAN_CACHE_DIR`` or ``~/.cache/molgan``);
+    ``workers`` = 0 picks up to two processes for large files.
+    """
+    src = qm9_path() if path is None else Path(path)
+    src, _, _ = _check_path(src)
+    if vocab is not None and vocab.max_atoms != max_atoms:
+        raise ValueError(f"vocab.max_atoms={vocab.max_atoms} but max_atoms={max_atoms}")
+    if not 1 <= max_atoms <= 255:
+        raise ValueError(f"max_atoms must be in 1..255, got {max_atoms}")
+    source = "qm9" if path is None else src.name
+    cache_file = None
+    if use_cache:
+        key = cache_key(src, max_atoms, vocab, smiles_column)
+        cache_file = (cache_dir or default_cache_dir()) / f"{key}.safetensors"
+        if cache_file.is_file():
+            try:
+                ds = _load_cache(cache_file)
+                ds.source = source
+                log.info("%s: %s (cached)", source, ds.report.summary())
+                return ds
+            except Exception as exc:  # corrupt/partial/old cache: rebuild it
+                log.warning("ignoring unreadable cache %s (%s); rebuilding", cache_file, exc)
+
+    raw = read_smiles(src, smiles_column=smiles_column)
+    if workers <= 0:
+        workers = min(2, os.cpu_count() or 1)
+    atoms, bonds, smiles, vocab_out, skipped = _featurize(raw, max_atoms, vocab, workers,
+                                                          progress)
+    report = SkipReport(read=len(raw), kept=len(smiles), skipped=dict(skipped))
+    if not smiles:
+        raise ValueError(f"no usable molecule in {src}: {report.summary()}")
+    ds = MolDataset(torch.from_numpy(atoms), torch.from_numpy(bonds), smiles, vocab_out,
+                    report, source)
+    log.info("%s: %s", source, report.summary())
+    if cache_file is not None:
+        try:
+            _save_cache(cache_file, ds)
+        except OSError as exc:  # a read-only cache dir must not break loading
+            log.warning("could not write cache %s: %s", cache_file, exc)
+    return ds
+
+
+# --------------------------------------------------------------------------- QM9 asset
+
+
+def _qm9pack_data_dir() -> Path:
+    import importlib.util
+
+    # Locate the package without importing it: its __init__ needs pkg_resources and pandas.
+    spec = importlib.util.find_spec("qm9pack")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModuleNotFoundError(
+            "building the QM9 file needs the optional package qm9pack: "
+            "pip install 'molgan[qm9]'"
+        )
+    return Path(next(iter(spec.submodule_search_locations))) / "data"
+
+
+QM9PACK_PARTS = ("qm9_part1.csv", "qm9_part2.csv", "qm9_part3.csv")
+
+
+def build_qm9_file(out: Path) -> SkipReport:
+    """Write the QM9 SMILES (in QM9 index order, one per line) to a deterministic gzip file.
+
+    Source: the ``SMILES`` column of qm9pack's CSV tables (relaxed-geometry SMILES of the
+    130,831 QM9 molecules). Rows without SMILES are counted as skipped.
+    """
+    data_dir = _qm9pack_data_dir()
+    csv.field_size_limit(1 << 30)
+    rows: list[tuple[int, str]] = []
+    skipped: Counter[str] = Counter()
+    read = 0
+    for part in QM9PACK_PARTS:
+        with open(data_dir / part, encoding="utf-8", newline="") as f:
+            for rec in csv.DictReader(f):
+                read += 1
+                s = (rec.get("SMILES") or "").strip()
+                if not s:
+                    skipped["missing_smiles"] += 1
+                    continue
+                rows.append((int(rec["Index"]), s))
+    rows.sort()
+    payload = "".join(f"{s}\n" for _, s in rows).encode("utf-8")
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    # mtime=0 and no file name in the header: identical input gives identical bytes.
+    with open(tmp, "wb") as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw,
+                                               compresslevel=9, mtime=0) as gz:
+        gz.write(payload)
+    os.replace(tmp, out)
+    report = SkipReport(read=read, kept=len(rows), skipped=dict(skipped))
+    log.info("QM9 -> %s: %s", out, report.summary())
+    return report

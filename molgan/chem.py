@@ -19,17 +19,14 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
 import numpy as np
 import torch
-from rdkit import Chem, RDLogger
-
-# Generated graphs are invalid all the time; RDKit would log every failed sanitization.
-RDLogger.DisableLog("rdApp.*")
+from rdkit import Chem, rdBase
 
 ATOM_NONE = 0
 BOND_NONE = 0
@@ -45,6 +42,14 @@ _RDKIT_BONDS: tuple[Chem.BondType, ...] = (
 _BOND_ORDER = {Chem.BondType.SINGLE: 1, Chem.BondType.DOUBLE: 2, Chem.BondType.TRIPLE: 3}
 _LABEL_RE = re.compile(r"^([A-Z][a-z]?)(\+{1,3}|-{1,3})?$")
 _PTABLE = Chem.GetPeriodicTable()
+# Full sanitization minus the "cleanup" steps: those rewrite hypervalent groups (N(=O)=O into
+# [N+](=O)[O-], metal bonds into dative ones), i.e. they would repair a graph, not check it.
+_SANITIZE_OPS = (
+    Chem.SanitizeFlags.SANITIZE_ALL
+    ^ Chem.SanitizeFlags.SANITIZE_CLEANUP
+    ^ Chem.SanitizeFlags.SANITIZE_CLEANUP_ORGANOMETALLICS
+)
+_SANITIZE_OK = Chem.SanitizeFlags.SANITIZE_NONE
 # Labels that come first in every vocabulary, so the common organic atoms keep stable indices.
 _PREFERRED_ORDER = ("C", "N", "O", "F")
 
@@ -165,7 +170,8 @@ def to_mol(smiles: str | None) -> Chem.Mol | None:
     """Sanitized RDKit molecule from SMILES, or None."""
     if not smiles or not isinstance(smiles, str):
         return None
-    return Chem.MolFromSmiles(smiles)
+    with rdBase.BlockLogs():  # bad input is expected and reported by the caller
+        return Chem.MolFromSmiles(smiles)
 
 
 def mol_to_smiles(mol: Chem.Mol) -> str:
@@ -293,35 +299,78 @@ def _as_numpy(x: torch.Tensor | np.ndarray) -> np.ndarray:
     return np.asarray(x)
 
 
-def _graph_to_mol(
-    atom_ids: np.ndarray, bond_rows: np.ndarray, bond_cols: np.ndarray, bond_vals: np.ndarray,
-    vocab: Vocab,
-) -> Chem.Mol | None:
-    """Sanitized molecule from present atom ids and upper-triangle bonds between them."""
+@dataclass(frozen=True)
+class _DecodeTables:
+    """Per-vocabulary lookup data for decoding."""
+
+    templates: tuple[Chem.Atom | None, ...]  # one prototype atom per atom index
+    max_valence: np.ndarray  # (A,) int16: largest total bond order RDKit accepts per label
+
+
+_TABLES: dict[Vocab, _DecodeTables] = {}
+_VALENCE_UNBOUNDED = 32767
+
+
+def _accepts_valence(z: int, charge: int, valence: int) -> bool:
     mol = Chem.RWMol()
-    zs, qs = vocab.atomic_numbers, vocab.charges
-    for k in atom_ids.tolist():
-        atom = Chem.Atom(zs[k])
-        if qs[k]:
-            atom.SetFormalCharge(qs[k])
-        mol.AddAtom(atom)
-    for i, j, b in zip(bond_rows.tolist(), bond_cols.tolist(), bond_vals.tolist(), strict=True):
+    atom = Chem.Atom(z)
+    atom.SetFormalCharge(charge)
+    atom.SetNumExplicitHs(valence)
+    atom.SetNoImplicit(True)
+    mol.AddAtom(atom)
+    return Chem.SanitizeMol(mol, _SANITIZE_OPS, catchErrors=True) == _SANITIZE_OK
+
+
+def _tables(vocab: Vocab) -> _DecodeTables:
+    """Build (once per vocab) atom prototypes and the valence limits used to skip RDKit.
+
+    The limits are measured by asking RDKit itself, for every total bond order a graph of
+    this size can produce, so the shortcut rejects exactly what sanitization would reject.
+    """
+    tab = _TABLES.get(vocab)
+    if tab is not None:
+        return tab
+    templates: list[Chem.Atom | None] = [None]
+    limits = [_VALENCE_UNBOUNDED]
+    highest = 3 * (vocab.max_atoms - 1)  # every other atom bonded with a triple bond
+    with rdBase.BlockLogs():
+        for z, q in zip(vocab.atomic_numbers[1:], vocab.charges[1:], strict=True):
+            atom = Chem.Atom(z)
+            atom.SetFormalCharge(q)
+            templates.append(atom)
+            accepted = [v for v in range(highest + 1) if _accepts_valence(z, q, v)]
+            limits.append(_VALENCE_UNBOUNDED if accepted and accepted[-1] == highest
+                          else (accepted[-1] if accepted else -1))
+    tab = _DecodeTables(tuple(templates), np.asarray(limits, dtype=np.int16))
+    _TABLES[vocab] = tab
+    return tab
+
+
+def _smiles_from_parts(
+    atom_ids: list[int], rows: list[int], cols: list[int], vals: list[int],
+    templates: Sequence[Chem.Atom | None],
+) -> str | None:
+    """Canonical SMILES from compact atom ids and bonds (rows[k], cols[k], order vals[k])."""
+    mol = Chem.RWMol()
+    for k in atom_ids:
+        mol.AddAtom(templates[k])
+    for i, j, b in zip(rows, cols, vals, strict=True):
         mol.AddBond(i, j, _RDKIT_BONDS[b])
-    try:
-        Chem.SanitizeMol(mol)
-    except Exception:  # any sanitization failure means "not a molecule"
+    if Chem.SanitizeMol(mol, _SANITIZE_OPS, catchErrors=True) != _SANITIZE_OK:
         return None
-    return mol
+    return mol_to_smiles(mol)
 
 
 def _validate_graph(atoms: np.ndarray, bonds: np.ndarray, vocab: Vocab) -> None:
     n = atoms.shape[-1]
     if bonds.shape[-2:] != (n, n):
         raise ValueError(f"bonds shape {bonds.shape} does not match atoms shape {atoms.shape}")
-    if atoms.size and (atoms.min() < 0 or atoms.max() >= vocab.num_atom_types):
-        raise ValueError(f"atom index out of range 0..{vocab.num_atom_types - 1}")
-    if bonds.size and (bonds.min() < 0 or bonds.max() >= vocab.num_bond_types):
-        raise ValueError(f"bond index out of range 0..{vocab.num_bond_types - 1}")
+    for name, x, hi in (("atom", atoms, vocab.num_atom_types), ("bond", bonds,
+                                                                 vocab.num_bond_types)):
+        if x.dtype.kind not in "iub":
+            raise ValueError(f"{name} indices must be integers, got dtype {x.dtype}")
+        if x.size and (int(x.min()) < 0 or int(x.max()) >= hi):
+            raise ValueError(f"{name} index out of range 0..{hi - 1}")
 
 
 def decode(
@@ -331,19 +380,21 @@ def decode(
 
     Absent atoms (index 0) are dropped together with every bond touching them; only the upper
     triangle of ``bonds`` is read. The result may contain "." for disconnected graphs.
+    This is the plain reference path; use :func:`decode_batch` for many graphs.
     """
-    a = _as_numpy(atoms).astype(np.int64, copy=False)
-    b = _as_numpy(bonds).astype(np.int64, copy=False)
+    a = _as_numpy(atoms)
+    b = _as_numpy(bonds)
     if a.ndim != 1 or b.ndim != 2:
         raise ValueError(f"decode expects atoms (N,) and bonds (N, N), got {a.shape}, {b.shape}")
     _validate_graph(a, b, vocab)
     present = np.flatnonzero(a != ATOM_NONE)
     if present.size == 0:
         return None
-    sub = np.triu(b[np.ix_(present, present)], k=1)
+    sub = np.triu(b[np.ix_(present, present)].astype(np.int64), k=1)
     rows, cols = np.nonzero(sub)
-    mol = _graph_to_mol(a[present], rows, cols, sub[rows, cols], vocab)
-    return None if mol is None else mol_to_smiles(mol)
+    with rdBase.BlockLogs():
+        return _smiles_from_parts(a[present].tolist(), rows.tolist(), cols.tolist(),
+                                  sub[rows, cols].tolist(), _tables(vocab).templates)
 
 
 def decode_batch(
@@ -353,15 +404,68 @@ def decode_batch(
     *,
     memo: dict[bytes, str | None] | None = None,
 ) -> list[str | None]:
-    """Decode a batch: atoms (B, N), bonds (B, N, N) -> B SMILES or None.
+    """Decode a batch: atoms (B, N), bonds (B, N, N) -> B canonical SMILES or None.
 
-    ``memo`` (optional) maps a graph's bytes to its result and is filled as a side effect;
-    pass the same dict across calls to make repeated graphs free. Within one call identical
-    graphs are always decoded once.
+    Same result as ``[decode(atoms[i], bonds[i], vocab) ...]``, faster: bonds are extracted
+    for the whole batch with numpy, graphs with an atom over its valence limit are rejected
+    without RDKit, and identical graphs (after dropping bonds to absent atoms) are decoded
+    once per call. ``memo`` maps graph bytes to results; pass the same dict across calls to
+    make repeated graphs free (it grows without bound: the caller owns its lifetime).
     """
     a = _as_numpy(atoms)
     b = _as_numpy(bonds)
     if a.ndim != 2 or b.ndim != 3 or b.shape[0] != a.shape[0]:
         raise ValueError(f"decode_batch expects (B, N) and (B, N, N), got {a.shape}, {b.shape}")
     _validate_graph(a, b, vocab)
-    return [decode(a[i], b[i], vocab) for i in range(a.shape[0])]
+    count, n = a.shape
+    if count == 0:
+        return []
+    tab = _tables(vocab)
+    a8 = a.astype(np.uint8, copy=False)
+    present = a8 != ATOM_NONE
+    upper = np.triu(np.ones((n, n), dtype=bool), k=1)
+    keep = present[:, :, None] & present[:, None, :] & upper
+    ub = np.where(keep, b, 0).astype(np.uint8)  # (B, N, N) upper triangle between atoms
+    valence = ub.sum(axis=2, dtype=np.int16) + ub.sum(axis=1, dtype=np.int16)  # (B, N)
+    feasible = present.any(axis=1) & ~(valence > tab.max_valence[a8]).any(axis=1)
+
+    results: list[str | None] = [None] * count
+    cand = np.flatnonzero(feasible)
+    if cand.size == 0:
+        return results
+    memo = {} if memo is None else memo
+    keys = np.concatenate([a8[cand], ub[cand].reshape(cand.size, -1)], axis=1)
+    todo: list[int] = []  # batch rows to decode, one per distinct unseen graph
+    todo_keys: list[bytes] = []
+    pending: dict[bytes, list[int]] = {}
+    for r, key in zip(cand.tolist(), map(bytes, keys), strict=True):
+        if key in memo:
+            results[r] = memo[key]
+        elif key in pending:
+            pending[key].append(r)
+        else:
+            pending[key] = [r]
+            todo.append(r)
+            todo_keys.append(key)
+    if not todo:
+        return results
+
+    sel = np.asarray(todo)
+    sub_present = present[sel]
+    pos = np.cumsum(sub_present, axis=1) - 1  # compact index of each present atom
+    g, i, j = np.nonzero(ub[sel])
+    vals = ub[sel][g, i, j].tolist()
+    ci = pos[g, i].tolist()
+    cj = pos[g, j].tolist()
+    bounds = np.searchsorted(g, np.arange(sel.size + 1)).tolist()
+    atom_rows = a8[sel].tolist()
+    templates = tab.templates
+    with rdBase.BlockLogs():
+        for t, key in enumerate(todo_keys):
+            lo, hi = bounds[t], bounds[t + 1]
+            smi = _smiles_from_parts([k for k in atom_rows[t] if k], ci[lo:hi], cj[lo:hi],
+                                     vals[lo:hi], templates)
+            memo[key] = smi
+            for r in pending[key]:
+                results[r] = smi
+    return results

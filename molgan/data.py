@@ -16,7 +16,7 @@ import logging
 import os
 import tempfile
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from multiprocessing import get_context
@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from rdkit import Chem
+from rdkit import Chem, rdBase
 
 from molgan.chem import (
     EncodeError,
@@ -198,6 +198,7 @@ def _featurize_chunk(smiles: Sequence[str], max_atoms: int,
     row_a = np.zeros(n, dtype=np.int64)
     row_b = np.zeros((n, n), dtype=np.int64)
     k = 0
+    blocker = rdBase.BlockLogs()  # skipped molecules are counted; RDKit's messages are noise
     for s in smiles:
         mol = to_mol(s)
         if mol is None:
@@ -219,6 +220,7 @@ def _featurize_chunk(smiles: Sequence[str], max_atoms: int,
         bonds[k] = row_b
         kept_smiles.append(canon)
         k += 1
+    del blocker
     return _Chunk(atoms[:k].copy(), bonds[:k].copy(), kept_smiles, labels[1:], skipped)
 
 
@@ -393,6 +395,22 @@ def cache_key(path: Path, max_atoms: int, vocab: Vocab | None,
     return h.hexdigest()[:32]
 
 
+def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+    """Call ``write(tmp)`` on a temporary file beside ``path``, then rename it into place.
+
+    Readers see the old file or the new one, never a half-written one.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
 def _save_cache(file: Path, ds: MolDataset) -> None:
     from safetensors.torch import save_file
 
@@ -410,15 +428,7 @@ def _save_cache(file: Path, ds: MolDataset) -> None:
         "source": ds.source,
         "count": str(len(ds)),
     }
-    file.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=file.parent, prefix=file.name, suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=meta)
-        os.replace(tmp, file)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    _atomic_write(file, lambda tmp: save_file(tensors, str(tmp), metadata=meta))
 
 
 def _load_cache(file: Path) -> MolDataset:
@@ -519,6 +529,13 @@ def _qm9pack_data_dir() -> Path:
 QM9PACK_PARTS = ("qm9_part1.csv", "qm9_part2.csv", "qm9_part3.csv")
 
 
+def _write_gzip(path: Path, payload: bytes) -> None:
+    # mtime=0 and no file name in the header: identical input gives identical bytes.
+    with open(path, "wb") as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw,
+                                                compresslevel=9, mtime=0) as gz:
+        gz.write(payload)
+
+
 def build_qm9_file(out: Path) -> SkipReport:
     """Write the QM9 SMILES (in QM9 index order, one per line) to a deterministic gzip file.
 
@@ -541,14 +558,7 @@ def build_qm9_file(out: Path) -> SkipReport:
                 rows.append((int(rec["Index"]), s))
     rows.sort()
     payload = "".join(f"{s}\n" for _, s in rows).encode("utf-8")
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    # mtime=0 and no file name in the header: identical input gives identical bytes.
-    with open(tmp, "wb") as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw,
-                                               compresslevel=9, mtime=0) as gz:
-        gz.write(payload)
-    os.replace(tmp, out)
+    _atomic_write(Path(out), lambda tmp: _write_gzip(tmp, payload))
     report = SkipReport(read=read, kept=len(rows), skipped=dict(skipped))
     log.info("QM9 -> %s: %s", out, report.summary())
     return report

@@ -1,0 +1,296 @@
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from rdkit import Chem
+
+from molgan.chem import (
+    ATOM_NONE,
+    BOND_NONE,
+    BOND_TYPES,
+    EncodeError,
+    Vocab,
+    atom_label,
+    build_vocab,
+    canonical,
+    decode,
+    decode_batch,
+    encode,
+    is_connected,
+    parse_label,
+)
+from tests.conftest import QM9_ATOMS
+
+
+def _graph(vocab: Vocab, labels: list[str], bonds: dict[tuple[int, int], int]
+           ) -> tuple[np.ndarray, np.ndarray]:
+    """Hand-built graph: labels for the first slots, {(i, j): order} written symmetrically."""
+    n = vocab.max_atoms
+    a = np.zeros(n, dtype=np.int64)
+    b = np.zeros((n, n), dtype=np.int64)
+    for i, lab in enumerate(labels):
+        a[i] = vocab.atom_index[lab]
+    for (i, j), order in bonds.items():
+        b[i, j] = b[j, i] = order
+    return a, b
+
+
+# --------------------------------------------------------------------------- round trip
+
+
+def test_qm9_round_trip_on_seeded_sample(qm9_smiles: list[str], qm9_vocab: Vocab) -> None:
+    rng = np.random.default_rng(1234)
+    sample = [qm9_smiles[i] for i in rng.choice(len(qm9_smiles), 5000, replace=False)]
+    # Every charged molecule too, so charge handling is covered beyond the random sample.
+    sample += [s for s in qm9_smiles if "+" in s or "-" in s]
+    assert sum("+" in s for s in sample) >= 400
+    atoms, bonds, expected = [], [], []
+    for s in sample:
+        a, b = encode(s, qm9_vocab)
+        atoms.append(a)
+        bonds.append(b)
+        expected.append(canonical(s))
+    decoded = decode_batch(torch.stack(atoms), torch.stack(bonds), qm9_vocab)
+    agree = sum(d == e for d, e in zip(decoded, expected, strict=True))
+    assert agree / len(sample) >= 0.999, [
+        (s, e, d) for s, e, d in zip(sample, expected, decoded, strict=True) if d != e][:5]
+
+
+@pytest.mark.parametrize("smiles", [
+    "c1ccccc1O", "[NH3+]CCC([O-])=O", "[C-]#[N+]C", "C1=CC=CN1", "N#CC1(C)OC1", "FC(F)(F)F",
+    "C[N-]C=O", "O=c1cc[nH]cc1",
+])
+def test_single_round_trip(smiles: str, qm9_vocab: Vocab) -> None:
+    a, b = encode(smiles, qm9_vocab)
+    assert decode(a, b, qm9_vocab) == canonical(smiles)
+
+
+# --------------------------------------------------------------------------- encode
+
+
+def test_encode_layout(qm9_vocab: Vocab) -> None:
+    atoms, bonds = encode("c1ccccc1[O-]", qm9_vocab)  # aromatic and charged
+    n = qm9_vocab.max_atoms
+    assert atoms.shape == (n,) and atoms.dtype == torch.int64
+    assert bonds.shape == (n, n) and bonds.dtype == torch.int64
+    assert torch.equal(bonds, bonds.T)
+    assert torch.all(bonds.diagonal() == BOND_NONE)
+    assert atoms[:7].tolist() == [1, 1, 1, 1, 1, 1, qm9_vocab.atom_index["O-"]]
+    assert torch.all(atoms[7:] == ATOM_NONE)
+    assert torch.all(bonds[7:] == BOND_NONE) and torch.all(bonds[:, 7:] == BOND_NONE)
+    # Kekulized ring: three single and three double bonds, no aromatic type.
+    ring = bonds[:6, :6]
+    assert int((ring == 1).sum()) == 6 and int((ring == 2).sum()) == 6
+    assert int(bonds.max()) < len(BOND_TYPES)
+
+
+def test_encode_accepts_mol_and_smiles(qm9_vocab: Vocab) -> None:
+    a1, b1 = encode("CC#N", qm9_vocab)
+    a2, b2 = encode(Chem.MolFromSmiles("CC#N"), qm9_vocab)
+    assert torch.equal(a1, a2) and torch.equal(b1, b2)
+    assert b1[1, 2] == BOND_TYPES.index("triple")
+
+
+@pytest.mark.parametrize(("smiles", "reason"), [
+    ("C1CC", "unparseable"),
+    ("not a molecule", "unparseable"),
+    ("CCCCCCCCCC", "too_many_atoms"),
+    ("CCO.O", "multi_fragment"),
+    ("CCCl", "unsupported_atom"),
+    ("[H][H]", "unsupported_element"),
+    ("*C", "unsupported_element"),
+    ("[CH3]", "radical"),
+])
+def test_encode_errors_have_reasons(smiles: str, reason: str, qm9_vocab: Vocab) -> None:
+    with pytest.raises(EncodeError) as info:
+        encode(smiles, qm9_vocab)
+    assert info.value.reason == reason
+    assert isinstance(info.value, ValueError)
+
+
+def test_encode_rejects_other_types(qm9_vocab: Vocab) -> None:
+    with pytest.raises(TypeError):
+        encode(42, qm9_vocab)  # type: ignore[arg-type]
+
+
+# --------------------------------------------------------------------------- decode
+
+
+def test_decode_ignores_bonds_to_absent_atoms_and_diagonal(qm9_vocab: Vocab) -> None:
+    a, b = _graph(qm9_vocab, ["C", "C", "O"], {(0, 1): 1, (1, 2): 1})
+    assert decode(a, b, qm9_vocab) == "CCO"
+    b[0, 5] = b[5, 0] = 3  # slot 5 holds no atom
+    b[2, 8] = b[8, 2] = 2
+    b[1, 1] = 3
+    assert decode(a, b, qm9_vocab) == "CCO"
+
+
+def test_decode_reads_upper_triangle_only(qm9_vocab: Vocab) -> None:
+    a, b = _graph(qm9_vocab, ["C", "C", "O"], {(0, 1): 1, (1, 2): 1})
+    b[1, 0] = 0  # lower triangle says "no bond": ignored
+    b[2, 0] = 2  # lower triangle invents a bond: ignored
+    assert decode(a, b, qm9_vocab) == "CCO"
+    b[0, 2] = 2  # the same bond in the upper triangle counts
+    assert decode(a, b, qm9_vocab) is None  # O with valence 3
+
+
+def test_decode_invalid_valence_is_none(qm9_vocab: Vocab) -> None:
+    five = {(0, k): 1 for k in range(1, 6)}
+    a, b = _graph(qm9_vocab, ["C"] * 6, five)
+    assert decode(a, b, qm9_vocab) is None
+    a, b = _graph(qm9_vocab, ["F", "C", "C"], {(0, 1): 1, (0, 2): 1})
+    assert decode(a, b, qm9_vocab) is None
+    # A neutral nitro group is hypervalent: decode does not repair it into [N+](=O)[O-].
+    a, b = _graph(qm9_vocab, ["C", "N", "O", "O"], {(0, 1): 1, (1, 2): 2, (1, 3): 2})
+    assert decode(a, b, qm9_vocab) is None
+    a, b = _graph(qm9_vocab, ["C", "N+", "O", "O-"], {(0, 1): 1, (1, 2): 2, (1, 3): 1})
+    assert decode(a, b, qm9_vocab) == canonical("C[N+](=O)[O-]")
+
+
+def test_decode_disconnected_and_empty(qm9_vocab: Vocab) -> None:
+    a, b = _graph(qm9_vocab, ["C", "C", "O", "N"], {(0, 1): 1})
+    smi = decode(a, b, qm9_vocab)
+    assert smi is not None and "." in smi
+    assert sorted(smi.split(".")) == ["CC", "N", "O"]
+    assert not is_connected(smi)
+    assert is_connected(decode(*_graph(qm9_vocab, ["C", "O"], {(0, 1): 1}), qm9_vocab))
+    assert not is_connected(None)
+    assert decode(np.zeros(9, np.int64), np.ones((9, 9), np.int64), qm9_vocab) is None
+
+
+def test_decode_charges_from_labels(qm9_vocab: Vocab) -> None:
+    a, b = _graph(qm9_vocab, ["N+", "C", "C", "O-", "O"],
+                  {(0, 1): 1, (1, 2): 1, (2, 3): 1, (2, 4): 2})
+    assert decode(a, b, qm9_vocab) == canonical("[NH3+]CC([O-])=O")
+
+
+def test_decode_rejects_malformed_input(qm9_vocab: Vocab) -> None:
+    a, b = _graph(qm9_vocab, ["C"], {})
+    with pytest.raises(ValueError, match="shape"):
+        decode(a, b[:5, :5], qm9_vocab)
+    with pytest.raises(ValueError, match="out of range"):
+        decode(np.full(9, len(QM9_ATOMS)), b, qm9_vocab)
+    with pytest.raises(ValueError, match="out of range"):
+        decode(a, np.full((9, 9), 4), qm9_vocab)
+    with pytest.raises(ValueError):
+        decode_batch(a, b, qm9_vocab)  # unbatched input
+    with pytest.raises(ValueError, match="integers"):
+        decode_batch(a[None].astype(np.float32), b[None], qm9_vocab)
+
+
+# --------------------------------------------------------------------------- decode_batch
+
+
+def _random_graphs(vocab: Vocab, count: int, p_bond: list[float], seed: int
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    n = vocab.max_atoms
+    atoms = rng.integers(0, vocab.num_atom_types, (count, n))
+    bonds = rng.choice(len(BOND_TYPES), size=(count, n, n), p=p_bond)  # not even symmetric
+    return atoms, bonds
+
+
+@pytest.mark.parametrize("p_bond", [[0.9, 0.1, 0.0, 0.0], [0.8, 0.15, 0.04, 0.01],
+                                    [0.55, 0.15, 0.15, 0.15]])
+def test_decode_batch_matches_decode_on_random_graphs(p_bond: list[float],
+                                                      qm9_vocab: Vocab) -> None:
+    atoms, bonds = _random_graphs(qm9_vocab, 3000, p_bond, seed=7)
+    expected = [decode(atoms[i], bonds[i], qm9_vocab) for i in range(len(atoms))]
+    assert decode_batch(atoms, bonds, qm9_vocab) == expected
+    assert decode_batch(torch.from_numpy(atoms).to(torch.uint8),
+                        torch.from_numpy(bonds).to(torch.uint8), qm9_vocab) == expected
+    assert any(e is not None for e in expected)
+    assert any(e is None for e in expected)
+
+
+def test_decode_batch_matches_decode_on_perturbed_molecules(qm9_smiles: list[str],
+                                                            qm9_vocab: Vocab) -> None:
+    rng = np.random.default_rng(3)
+    graphs = [encode(qm9_smiles[i], qm9_vocab) for i in rng.choice(len(qm9_smiles), 1000)]
+    atoms = torch.stack([g[0] for g in graphs])
+    bonds = torch.stack([g[1] for g in graphs])
+    for k in range(0, len(graphs), 2):  # change one bond in every other molecule
+        i, j = rng.choice(9, 2, replace=False)
+        bonds[k, i, j] = bonds[k, j, i] = int(rng.integers(0, 4))
+    expected = [decode(atoms[i], bonds[i], qm9_vocab) for i in range(len(atoms))]
+    assert decode_batch(atoms, bonds, qm9_vocab) == expected
+    assert sum(e is not None for e in expected) > 600
+
+
+def test_decode_batch_memo_and_duplicates(qm9_vocab: Vocab) -> None:
+    a, b = _graph(qm9_vocab, ["C", "C", "O"], {(0, 1): 1, (1, 2): 1})
+    a2, b2 = a.copy(), b.copy()
+    b2[0, 7] = b2[7, 0] = 2  # only a bond to an absent atom differs
+    atoms = np.stack([a, a2, a, np.zeros_like(a)])
+    bonds = np.stack([b, b2, b, b])
+    memo: dict[bytes, str | None] = {}
+    assert decode_batch(atoms, bonds, qm9_vocab, memo=memo) == ["CCO", "CCO", "CCO", None]
+    assert len(memo) == 1  # one distinct graph was decoded
+    assert decode_batch(atoms[:1], bonds[:1], qm9_vocab, memo=memo) == ["CCO"]
+    assert decode_batch(atoms[:0], bonds[:0], qm9_vocab) == []
+
+
+# --------------------------------------------------------------------------- vocab
+
+
+def test_vocab_dict_round_trip(qm9_vocab: Vocab) -> None:
+    d = json.loads(json.dumps(qm9_vocab.to_dict()))
+    again = Vocab.from_dict(d)
+    assert again == qm9_vocab
+    assert again.num_atom_types == len(QM9_ATOMS) and again.num_bond_types == 4
+    assert hash(again) == hash(qm9_vocab)
+
+
+@pytest.mark.parametrize(("bad", "match"), [
+    ({"atoms": ["C", "N"], "max_atoms": 9}, "padding"),
+    ({"atoms": ["*"], "max_atoms": 9}, "at least one"),
+    ({"atoms": ["*", "C", "C"], "max_atoms": 9}, "duplicates"),
+    ({"atoms": ["*", "Xx"], "max_atoms": 9}, "Xx"),
+    ({"atoms": ["*", "c"], "max_atoms": 9}, "invalid atom label"),
+    ({"atoms": ["*", "N+-"], "max_atoms": 9}, "invalid atom label"),
+    ({"atoms": ["*", 6], "max_atoms": 9}, "string"),
+    ({"atoms": "*C", "max_atoms": 9}, "list"),
+    ({"atoms": ["*", "C"], "max_atoms": 0}, "max_atoms"),
+    ({"atoms": ["*", "C"], "max_atoms": "9"}, "max_atoms"),
+    ({"atoms": ["*", "C"], "max_atoms": True}, "max_atoms"),
+    ({"atoms": ["*", "C"]}, "missing"),
+    ({"atoms": ["*", "C"], "max_atoms": 9, "bonds": ["none", "single"]}, "bonds"),
+    ({"atoms": ["*", "C"], "max_atoms": 9, "extra": 1}, "unknown"),
+    (["*", "C"], "mapping"),
+])
+def test_vocab_from_dict_rejects_bad_input(bad: object, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        Vocab.from_dict(bad)  # type: ignore[arg-type]
+
+
+def test_build_vocab_order() -> None:
+    mols = [Chem.MolFromSmiles(s) for s in ["CCCl", "ClCCl", "[NH3+]CC(=O)[O-]", "S", "CF"]]
+    vocab = build_vocab(mols, max_atoms=5)
+    # C, N, O, F first when present; then by count (Cl 3) and name (N+, O-, S: one each).
+    assert vocab.atoms == ("*", "C", "O", "F", "Cl", "N+", "O-", "S")
+    assert vocab.max_atoms == 5
+    with pytest.raises(ValueError):
+        build_vocab([], max_atoms=5)
+
+
+def test_atom_labels_and_parsing() -> None:
+    mol = Chem.MolFromSmiles("[NH3+]CC([O-])=O")
+    assert [atom_label(a) for a in mol.GetAtoms()] == ["N+", "C", "C", "O-", "O"]
+    assert parse_label("N+") == (7, 1)
+    assert parse_label("O-") == (8, -1)
+    assert parse_label("Fe++") == (26, 2)
+    assert parse_label("Cl") == (17, 0)
+
+
+# --------------------------------------------------------------------------- SMILES helpers
+
+
+def test_canonical_convention() -> None:
+    assert canonical("C1=CC=CC=C1") == canonical("c1ccccc1") == "c1ccccc1"
+    assert canonical("C[C@H](N)O") == canonical("CC(N)O")  # stereo is dropped
+    assert canonical("OCC") == "CCO"
+    assert canonical("C1CC") is None
+    assert canonical("") is None

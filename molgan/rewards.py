@@ -1,0 +1,196 @@
+"""Non-differentiable rewards for generated SMILES, in [0, 1], for the RL part of training.
+
+Components, each in [0, 1] for a strictly valid molecule (see :mod:`molgan.metrics`):
+
+- ``validity``: 1.
+- ``qed``: RDKit's QED as is.
+- ``logp``: Crippen logP clipped to ``LOGP_RANGE`` = [-2.0, 3.0], then min-max scaled to [0, 1]
+  (higher logP = higher score). The range is QM9's: on 8,000 random QM9 molecules the 1st and
+  99th percentiles of Crippen logP are -1.77 and 2.75 (MolGAN used [-2.12, 6.04], a range QM9
+  molecules never reach at the top).
+- ``sa``: SA score (1 = easy ... 10 = hard to synthesise) clipped to ``SA_RANGE`` = [2.0, 6.5]
+  and mapped linearly so that 2.0 -> 1 and 6.5 -> 0 (easier = higher). Again QM9's range: its
+  1st and 99th SA percentiles are 2.06 and 6.43 (MolGAN mapped [1.5, 5.0], which scores a
+  third of QM9 as 0).
+- ``uniqueness``: 1 / (occurrences of the same SMILES in this batch plus in a rolling memory of
+  the last ``memory_size`` valid SMILES this reward function scored).
+
+The reward of a strictly invalid sample (``None``, does not sanitize, or several fragments) is 0.
+The reward of a valid one is the weighted mean of its components with the configured weights.
+SMILES are compared as strings: pass canonical SMILES, as the generator's decoder produces.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections import Counter, deque
+from collections.abc import Iterable, Mapping, Sequence
+
+import torch
+from rdkit import Chem
+from rdkit.Chem import QED, Crippen
+
+from molgan.metrics import is_valid_mol, mol_from_smiles, sa_score
+
+__all__ = [
+    "LOGP_RANGE",
+    "REWARD_COMPONENTS",
+    "SA_RANGE",
+    "SCORED_COMPONENTS",
+    "RewardFunction",
+    "clear_scores_cache",
+    "normalized_scores",
+    "scores_cache_info",
+]
+
+REWARD_COMPONENTS = ("validity", "qed", "logp", "sa", "uniqueness")
+SCORED_COMPONENTS = ("qed", "logp", "sa")
+LOGP_RANGE = (-2.0, 3.0)
+SA_RANGE = (2.0, 6.5)
+# Entries are (component, SMILES) pairs: 2**17 holds every score of about 44,000 molecules.
+SCORES_CACHE_SIZE = 1 << 17
+_PARSED_CACHE_SIZE = 4096
+
+
+def _scale(value: float, low: float, high: float) -> float:
+    """``value`` clipped to [low, high] and mapped to [0, 1]."""
+    return (min(max(value, low), high) - low) / (high - low)
+
+
+@functools.lru_cache(maxsize=_PARSED_CACHE_SIZE)
+def _parsed(smiles: str) -> Chem.Mol | None:
+    # Validity and each component of a new molecule share one parse.
+    return mol_from_smiles(smiles)
+
+
+@functools.lru_cache(maxsize=SCORES_CACHE_SIZE)
+def _cached_validity(smiles: str) -> bool:
+    return is_valid_mol(_parsed(smiles))
+
+
+@functools.lru_cache(maxsize=SCORES_CACHE_SIZE)
+def _component_score(component: str, smiles: str) -> float:
+    # One entry per component: a reward without QED (the slow one, ~0.5 ms) never computes it.
+    mol = _parsed(smiles)
+    if mol is None:
+        raise ValueError(f"SMILES does not parse/sanitize: {smiles!r}")
+    if component == "qed":
+        return min(max(float(QED.qed(mol)), 0.0), 1.0)
+    if component == "logp":
+        return _scale(float(Crippen.MolLogP(mol)), *LOGP_RANGE)
+    if component == "sa":
+        return 1.0 - _scale(sa_score(mol), *SA_RANGE)
+    raise ValueError(f"not a scored component: {component!r}; known: {SCORED_COMPONENTS}")
+
+
+def normalized_scores(
+    smiles: str, components: Sequence[str] = SCORED_COMPONENTS
+) -> dict[str, float]:
+    """``{"qed", "logp", "sa"}`` (or the given subset) of one molecule, each in [0, 1].
+
+    The maps are in the module docstring. Each score is cached per (component, SMILES) string
+    (least recently used, ``SCORES_CACHE_SIZE`` entries), so a repeated molecule costs a
+    dictionary look-up. Raises ValueError when ``smiles`` does not sanitize.
+    """
+    return {c: _component_score(c, smiles) for c in components}
+
+
+def scores_cache_info() -> functools._CacheInfo:
+    """Hits, misses and size of the score cache; one look-up per component scored."""
+    return _component_score.cache_info()
+
+
+def clear_scores_cache() -> None:
+    """Empty the score, validity and parse caches (benchmarks use it to time cold scoring)."""
+    _component_score.cache_clear()
+    _cached_validity.cache_clear()
+    _parsed.cache_clear()
+
+
+class RewardFunction:
+    """Batch reward: weighted mean of the components of each strictly valid sample, 0 otherwise.
+
+    ``weights`` maps component names (``REWARD_COMPONENTS``) to non-negative weights, not all 0;
+    missing components weigh 0. ``memory_size`` is how many of the most recent valid SMILES scored
+    by this object count towards ``uniqueness`` (0: only the current batch).
+    """
+
+    def __init__(self, weights: Mapping[str, float], *, memory_size: int = 0) -> None:
+        unknown = sorted(set(weights) - set(REWARD_COMPONENTS))
+        if unknown:
+            raise ValueError(
+                f"unknown reward component(s) {unknown}; known: {list(REWARD_COMPONENTS)}"
+            )
+        clean: dict[str, float] = {}
+        for name, weight in weights.items():
+            w = float(weight)
+            if not math.isfinite(w) or w < 0:
+                raise ValueError(f"reward weight {name!r} must be finite and >= 0, got {weight!r}")
+            if w > 0:
+                clean[name] = w
+        if not clean:
+            raise ValueError("reward weights must not all be 0")
+        if memory_size < 0:
+            raise ValueError(f"memory_size must be >= 0, got {memory_size}")
+        self.weights: dict[str, float] = clean
+        self.memory_size = memory_size
+        self._total_weight = sum(clean.values())
+        self._memory: deque[str] = deque()
+        self._memory_counts: Counter[str] = Counter()
+
+    def __repr__(self) -> str:
+        return f"RewardFunction(weights={self.weights}, memory_size={self.memory_size})"
+
+    @staticmethod
+    def cache_info() -> functools._CacheInfo:
+        """Statistics of the shared :func:`normalized_scores` cache."""
+        return scores_cache_info()
+
+    def __call__(self, smiles: Sequence[str | None]) -> torch.Tensor:
+        """(B,) float32 rewards in [0, 1] for B samples (None = did not sanitize)."""
+        valid = [s is not None and _cached_validity(s) for s in smiles]
+        batch_counts = Counter(s for s, ok in zip(smiles, valid, strict=True) if ok)
+        w = self.weights
+        score_weights = [(k, w[k]) for k in SCORED_COMPONENTS if k in w]
+        rewards = []
+        for s, ok in zip(smiles, valid, strict=True):
+            if not ok:
+                rewards.append(0.0)
+                continue
+            total = w.get("validity", 0.0)
+            for k, weight in score_weights:
+                total += weight * _component_score(k, s)
+            if "uniqueness" in w:
+                total += w["uniqueness"] / (batch_counts[s] + self._memory_counts[s])
+            rewards.append(total / self._total_weight)
+        self._remember(s for s, ok in zip(smiles, valid, strict=True) if ok)
+        # Rounding in the weighted mean may overshoot 1 by an ulp.
+        return torch.tensor(rewards, dtype=torch.float32).clamp_(0.0, 1.0)
+
+    def _remember(self, valid_smiles: Iterable[str]) -> None:
+        """Append to the rolling memory, evicting the oldest: O(1) per molecule."""
+        if self.memory_size == 0:
+            return
+        for s in valid_smiles:
+            self._memory.append(s)
+            self._memory_counts[s] += 1
+            if len(self._memory) > self.memory_size:
+                old = self._memory.popleft()
+                self._memory_counts[old] -= 1
+                if self._memory_counts[old] == 0:
+                    del self._memory_counts[old]
+
+    def reset_memory(self) -> None:
+        """Forget the SMILES remembered for ``uniqueness``."""
+        self._memory.clear()
+        self._memory_counts.clear()
+
+    def memory_state(self) -> list[str]:
+        """The remembered SMILES, oldest first (JSON-safe, for checkpoints)."""
+        return list(self._memory)
+
+    def load_memory_state(self, smiles: Iterable[str]) -> None:
+        """Replace the memory with ``smiles`` (oldest first), as saved by :meth:`memory_state`."""
+        self.reset_memory()
+        self._remember(smiles)

@@ -220,12 +220,22 @@ def vocab_from_counts(counts: Mapping[str, int], max_atoms: int) -> Vocab:
 # --------------------------------------------------------------------------- encode
 
 
-def _check_mol(mol: Chem.Mol, max_atoms: int) -> None:
-    """Raise EncodeError for molecules a graph cannot represent faithfully."""
+def mol_to_graph(
+    mol: Chem.Mol, vocab: Vocab, out_atoms: np.ndarray, out_bonds: np.ndarray
+) -> None:
+    """Write the graph of a sanitized molecule into zeroed (N,) / (N, N) arrays.
+
+    Raises EncodeError for molecules a graph cannot represent faithfully. Aromatic bonds are
+    kekulized on a copy, so the caller's molecule is left untouched.
+    """
     n = mol.GetNumAtoms()
     if n == 0:
         raise EncodeError("empty")
-    for atom in mol.GetAtoms():
+    if n > vocab.max_atoms:
+        raise EncodeError("too_many_atoms", f"{n} > {vocab.max_atoms}")
+    index = vocab.atom_index
+    for i in range(n):
+        atom = mol.GetAtomWithIdx(i)
         if atom.GetAtomicNum() <= 1:
             # Dummy atoms and hydrogens kept as heavy atoms (e.g. "[H][H]") have no slot.
             raise EncodeError("unsupported_element", atom.GetSymbol())
@@ -233,41 +243,32 @@ def _check_mol(mol: Chem.Mol, max_atoms: int) -> None:
             raise EncodeError("radical", atom_label(atom))
         if abs(atom.GetFormalCharge()) > 3:
             raise EncodeError("charge", atom_label(atom))
-    if n > max_atoms:
-        raise EncodeError("too_many_atoms", f"{n} > {max_atoms}")
-    if len(Chem.GetMolFrags(mol)) > 1:
-        raise EncodeError("multi_fragment")
-
-
-def mol_to_graph(
-    mol: Chem.Mol, vocab: Vocab, out_atoms: np.ndarray, out_bonds: np.ndarray
-) -> None:
-    """Write the graph of a sanitized molecule into zeroed (N,) / (N, N) arrays.
-
-    The molecule is kekulized on a copy so aromatic bonds become single/double.
-    """
-    _check_mol(mol, vocab.max_atoms)
-    index = vocab.atom_index
-    for atom in mol.GetAtoms():
         label = atom_label(atom)
         k = index.get(label)
         if k is None:
             raise EncodeError("unsupported_atom", label)
-        out_atoms[atom.GetIdx()] = k
-    if mol.GetNumBonds() == 0:
+        out_atoms[i] = k
+    if len(Chem.GetMolFrags(mol)) > 1:
+        raise EncodeError("multi_fragment")
+    num_bonds = mol.GetNumBonds()
+    if num_bonds == 0:
         return
-    kek = Chem.Mol(mol)
-    try:
-        Chem.Kekulize(kek, clearAromaticFlags=True)
-    except Exception as exc:  # RDKit raises KekulizeException (a ValueError subclass)
-        raise EncodeError("kekulize", str(exc)) from exc
-    for bond in kek.GetBonds():
-        order = _BOND_ORDER.get(bond.GetBondType())
-        if order is None:
-            raise EncodeError("unsupported_bond", str(bond.GetBondType()))
-        i, j = bond.GetBeginAtomIdx(), bond.GetEndAtomIdx()
-        out_bonds[i, j] = order
-        out_bonds[j, i] = order
+    # force=True: RDKit caches the matrix on the molecule, and copies inherit that cache.
+    adj = Chem.GetAdjacencyMatrix(mol, useBO=True, force=True)
+    if (adj == 1.5).any():
+        kek = Chem.Mol(mol)
+        try:
+            Chem.Kekulize(kek, clearAromaticFlags=True)
+        except Exception as exc:  # RDKit raises KekulizeException (a ValueError subclass)
+            raise EncodeError("kekulize", str(exc)) from exc
+        adj = Chem.GetAdjacencyMatrix(kek, useBO=True, force=True)
+    orders = adj.astype(np.int64)
+    # Dative bonds appear in one triangle only, zero-order/hydrogen bonds as 0, others as
+    # non-integers or > 3: all are bonds this graph format cannot hold.
+    if (orders != adj).any() or orders.max() > 3 or (orders != orders.T).any() or (
+            np.count_nonzero(orders) != 2 * num_bonds):
+        raise EncodeError("unsupported_bond")
+    out_bonds[:n, :n] = orders
 
 
 def encode(mol_or_smiles: str | Chem.Mol, vocab: Vocab) -> tuple[torch.Tensor, torch.Tensor]:

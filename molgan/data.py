@@ -30,7 +30,7 @@ from rdkit import Chem, rdBase
 from molgan.chem import (
     EncodeError,
     Vocab,
-    decode,
+    decode_batch,
     mol_to_graph,
     mol_to_smiles,
     to_mol,
@@ -144,7 +144,7 @@ def _read_table(f: io.TextIOBase, delimiter: str, smiles_column: str | None,
 
 
 def _read_sdf(path: Path, gz: bool) -> Iterator[str]:
-    with (gzip.open(path, "rb") if gz else open(path, "rb")) as fh:
+    with (gzip.open(path, "rb") if gz else open(path, "rb")) as fh, rdBase.BlockLogs():
         for mol in Chem.ForwardSDMolSupplier(fh):
             # A record RDKit cannot read becomes "" and is counted as unparseable later.
             yield "" if mol is None else Chem.MolToSmiles(mol)
@@ -185,69 +185,59 @@ class _Chunk:
 def _featurize_chunk(smiles: Sequence[str], max_atoms: int,
                      fixed_labels: Sequence[str] | None) -> _Chunk:
     """Featurize SMILES with a chunk-local label table (grown on the fly unless fixed)."""
-    labels: list[str] = ["*", *fixed_labels] if fixed_labels is not None else ["*"]
-    # mol_to_graph looks labels up in vocab.atom_index; an open-ended dict lets us grow it.
-    index: dict[str, int] = {lab: i for i, lab in enumerate(labels)}
-    grow = fixed_labels is None
+    table = _LabelTable(max_atoms, fixed_labels)
     n = max_atoms
     atoms = np.zeros((len(smiles), n), dtype=np.uint8)
     bonds = np.zeros((len(smiles), n, n), dtype=np.uint8)
-    kept_smiles: list[str] = []
+    canon: list[str] = []
     skipped: Counter[str] = Counter()
-    view = _OpenVocab(index, labels, grow, n)
-    row_a = np.zeros(n, dtype=np.int64)
-    row_b = np.zeros((n, n), dtype=np.int64)
     k = 0
-    blocker = rdBase.BlockLogs()  # skipped molecules are counted; RDKit's messages are noise
-    for s in smiles:
-        mol = to_mol(s)
-        if mol is None:
-            skipped["unparseable"] += 1
-            continue
-        row_a[:] = 0
-        row_b[:] = 0
-        try:
-            mol_to_graph(mol, view, row_a, row_b)  # type: ignore[arg-type]
-        except EncodeError as exc:
-            skipped[exc.reason] += 1
-            continue
-        canon = mol_to_smiles(mol)
-        # Keep only graphs that decode back to the molecule (e.g. rejects odd H counts).
-        if decode(row_a, row_b, view.as_vocab()) != canon:
-            skipped["roundtrip_mismatch"] += 1
-            continue
-        atoms[k] = row_a
-        bonds[k] = row_b
-        kept_smiles.append(canon)
-        k += 1
-    del blocker
-    return _Chunk(atoms[:k].copy(), bonds[:k].copy(), kept_smiles, labels[1:], skipped)
+    with rdBase.BlockLogs():  # skipped molecules are counted; RDKit's messages are noise
+        for s in smiles:
+            mol = to_mol(s)
+            if mol is None:
+                skipped["unparseable"] += 1
+                continue
+            try:
+                mol_to_graph(mol, table, atoms[k], bonds[k])  # type: ignore[arg-type]
+            except EncodeError as exc:
+                skipped[exc.reason] += 1
+                atoms[k] = 0
+                bonds[k] = 0
+                continue
+            canon.append(mol_to_smiles(mol))
+            k += 1
+    atoms, bonds = atoms[:k], bonds[:k]
+    if k == 0:
+        return _Chunk(atoms, bonds, [], table.labels[1:], skipped)
+    # Keep only graphs that decode back to their molecule (rejects e.g. unusual H counts).
+    decoded = decode_batch(atoms, bonds, Vocab(tuple(table.labels), max_atoms))
+    ok = [i for i, (d, c) in enumerate(zip(decoded, canon, strict=True)) if d == c]
+    if len(ok) < k:
+        skipped["roundtrip_mismatch"] += k - len(ok)
+        atoms, bonds, canon = atoms[ok], bonds[ok], [canon[i] for i in ok]
+    return _Chunk(atoms.copy(), bonds.copy(), canon, table.labels[1:], skipped)
 
 
-class _OpenVocab:
-    """Duck-typed stand-in for Vocab whose atom table grows as new labels are seen."""
+class _LabelTable:
+    """The part of Vocab that ``mol_to_graph`` reads, with an atom table that can grow."""
 
-    def __init__(self, index: dict[str, int], labels: list[str], grow: bool,
-                 max_atoms: int) -> None:
-        self.labels = labels
+    def __init__(self, max_atoms: int, fixed_labels: Sequence[str] | None) -> None:
         self.max_atoms = max_atoms
-        self.atom_index = _GrowingIndex(index, labels) if grow else index
-        self._vocab: Vocab | None = None
-        self._vocab_len = 0
-
-    def as_vocab(self) -> Vocab:
-        if self._vocab is None or self._vocab_len != len(self.labels):
-            self._vocab = Vocab(atoms=tuple(self.labels), max_atoms=self.max_atoms)
-            self._vocab_len = len(self.labels)
-        return self._vocab
+        self.labels: list[str] = ["*", *(fixed_labels or ())]
+        index = {lab: i for i, lab in enumerate(self.labels)}
+        self.atom_index = index if fixed_labels is not None else _GrowingIndex(index,
+                                                                                self.labels)
 
 
-class _GrowingIndex(dict):
+class _GrowingIndex(dict[str, int]):
+    """Label -> index map that appends unseen labels (up to the uint8 limit of 256)."""
+
     def __init__(self, index: dict[str, int], labels: list[str]) -> None:
         super().__init__(index)
         self._labels = labels
 
-    def get(self, key: str, default: Any = None) -> int:  # type: ignore[override]
+    def get(self, key: str, default: Any = None) -> Any:  # type: ignore[override]
         if key not in self:
             if len(self._labels) >= 256:
                 return default

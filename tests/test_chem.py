@@ -111,6 +111,20 @@ def test_encode_errors_have_reasons(smiles: str, reason: str, qm9_vocab: Vocab) 
     assert isinstance(info.value, ValueError)
 
 
+def test_encode_unsupported_bonds() -> None:
+    vocab = Vocab(atoms=("*", "C", "N", "Pt"), max_atoms=4)
+    for smiles in ("C$C", "N->[Pt]"):  # quadruple, dative
+        with pytest.raises(EncodeError) as info:
+            encode(smiles, vocab)
+        assert info.value.reason == "unsupported_bond"
+
+
+def test_encode_leaves_input_mol_unchanged(qm9_vocab: Vocab) -> None:
+    mol = Chem.MolFromSmiles("c1ccoc1")
+    encode(mol, qm9_vocab)
+    assert all(b.GetIsAromatic() for b in mol.GetBonds())
+
+
 def test_encode_rejects_other_types(qm9_vocab: Vocab) -> None:
     with pytest.raises(TypeError):
         encode(42, qm9_vocab)  # type: ignore[arg-type]

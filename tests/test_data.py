@@ -1,0 +1,319 @@
+from __future__ import annotations
+
+import gzip
+import logging
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from rdkit import Chem
+from typer.testing import CliRunner
+
+from molgan.chem import Vocab, canonical, decode_batch
+from molgan.cli import app
+from molgan.data import (
+    FORMAT_VERSION,
+    MolDataset,
+    SkipReport,
+    build_qm9_file,
+    cache_key,
+    load_dataset,
+    qm9_path,
+    read_smiles,
+)
+from tests.conftest import QM9_ATOMS
+
+# One line per case; the reason each bad line is skipped for is in the comment.
+MIXED_LINES = [
+    "CCO",
+    "C1=CC=CC=C1",
+    "OCC",  # duplicate of CCO
+    "c1ccccc1",  # duplicate of benzene
+    "C1CC",  # unparseable
+    "CCCCCCCCCC",  # too_many_atoms (10 > 9)
+    "CC.O",  # multi_fragment
+    "[CH3]",  # radical
+    "[NH3+]CC([O-])=O",
+    "N#CC(=O)O",
+]
+
+
+def _write(path: Path, text: str) -> Path:
+    if path.suffix == ".gz":
+        with gzip.open(path, "wt", encoding="utf-8") as f:
+            f.write(text)
+    else:
+        path.write_text(text, encoding="utf-8")
+    return path
+
+
+def _sdf_text(smiles: list[str]) -> str:
+    blocks = [Chem.MolToMolBlock(Chem.MolFromSmiles(s)) + "$$$$\n" for s in smiles]
+    broken = Chem.MolFromSmiles("C(C)(C)(C)(C)C", sanitize=False)  # pentavalent carbon
+    broken.UpdatePropertyCache(strict=False)
+    return "".join(blocks) + Chem.MolToMolBlock(broken) + "$$$$\n"
+
+
+# --------------------------------------------------------------------------- read_smiles
+
+
+@pytest.mark.parametrize("name", ["mols.smi", "mols.smi.gz", "mols.txt"])
+def test_read_smiles_text(tmp_path: Path, name: str) -> None:
+    text = "smiles\n# a comment\nCCO ethanol 1\n\n  c1ccccc1\tbenzene\nC1CC\n"
+    path = _write(tmp_path / name, text)
+    assert read_smiles(path) == ["CCO", "c1ccccc1", "C1CC"]
+
+
+def test_read_smiles_csv_columns(tmp_path: Path) -> None:
+    path = _write(tmp_path / "mols.csv",
+                  'id,SMILES,name\n1,CCO,ethanol\n2,"C(=O)O",formic acid\n3,,empty\n')
+    assert read_smiles(path) == ["CCO", "C(=O)O", ""]
+    path2 = _write(tmp_path / "other.csv.gz", "mol,y\nCCN,1\nCC,2\n")
+    assert read_smiles(path2, smiles_column="mol") == ["CCN", "CC"]
+    with pytest.raises(ValueError, match=r"no column 'smiles'.*mol"):
+        read_smiles(path2)
+    with pytest.raises(ValueError, match="'nope'"):
+        read_smiles(path, smiles_column="nope")
+
+
+@pytest.mark.parametrize("name", ["mols.sdf", "mols.sdf.gz"])
+def test_read_smiles_sdf(tmp_path: Path, name: str) -> None:
+    path = _write(tmp_path / name, _sdf_text(["CCO", "c1ccncc1"]))
+    got = read_smiles(path)
+    assert [canonical(s) for s in got[:2]] == ["CCO", "c1ccncc1"]
+    assert got[2] == ""  # the unreadable record is kept as an empty entry, not dropped
+
+
+def test_read_smiles_bad_paths(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match=r"missing\.smi"):
+        read_smiles(tmp_path / "missing.smi")
+    bad = _write(tmp_path / "mols.json", "[]")
+    with pytest.raises(ValueError, match=r"unsupported molecule file 'mols.json'"):
+        read_smiles(bad)
+
+
+# --------------------------------------------------------------------------- load_dataset
+
+
+def test_load_dataset_skips_and_counts(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    path = _write(tmp_path / "mixed.smi", "\n".join(MIXED_LINES) + "\n")
+    with caplog.at_level(logging.INFO, logger="molgan.data"):
+        ds = load_dataset(path, cache_dir=tmp_path / "cache")
+    assert ds.report.read == 10
+    assert ds.report.kept == 4
+    assert ds.report.skipped == {"duplicate": 2, "unparseable": 1, "too_many_atoms": 1,
+                                 "multi_fragment": 1, "radical": 1}
+    summary = ds.report.summary()
+    assert summary == ("read 10, kept 4, skipped 6 (duplicate 2, multi_fragment 1, radical 1, "
+                       "too_many_atoms 1, unparseable 1)")
+    assert summary in caplog.text
+    assert ds.smiles == [canonical(s) for s in ["CCO", "c1ccccc1", "[NH3+]CC([O-])=O",
+                                                "N#CC(=O)O"]]
+    assert ds.source == "mixed.smi" and len(ds) == 4
+    assert ds.atoms.dtype == torch.uint8 and ds.atoms.shape == (4, 9)
+    assert ds.bonds.dtype == torch.uint8 and ds.bonds.shape == (4, 9, 9)
+    assert ds.vocab.atoms == ("*", "C", "N", "O", "N+", "O-")
+    # Rows and SMILES stay aligned.
+    assert decode_batch(ds.atoms, ds.bonds, ds.vocab) == ds.smiles
+
+
+def test_load_dataset_with_fixed_vocab(tmp_path: Path, qm9_vocab: Vocab) -> None:
+    path = _write(tmp_path / "mols.csv", "smiles\nCCO\nCCCl\nCS\nC[N-]C\n")
+    ds = load_dataset(path, vocab=qm9_vocab, cache_dir=tmp_path)
+    assert ds.vocab == qm9_vocab
+    assert ds.report.skipped == {"unsupported_atom": 2}
+    assert ds.smiles == ["CCO", "C[N-]C"]
+    assert ds.atoms[1].tolist()[:3] == [1, qm9_vocab.atom_index["N-"], 1]
+    with pytest.raises(ValueError, match="max_atoms"):
+        load_dataset(path, vocab=qm9_vocab, max_atoms=12, cache_dir=tmp_path)
+
+
+def test_load_dataset_sdf_counts_unreadable_records(tmp_path: Path) -> None:
+    path = _write(tmp_path / "mols.sdf.gz", _sdf_text(["CCO", "CC(=O)O"]))
+    ds = load_dataset(path, cache_dir=tmp_path)
+    assert ds.smiles == ["CCO", "CC(=O)O"]
+    assert ds.report.skipped == {"unparseable": 1}
+
+
+def test_load_dataset_without_usable_molecule(tmp_path: Path) -> None:
+    path = _write(tmp_path / "junk.smi", "C1CC\nxyz\nCCCCCCCCCCCC\n")
+    with pytest.raises(ValueError, match=r"no usable molecule in .*junk\.smi.*read 3, kept 0"):
+        load_dataset(path, cache_dir=tmp_path)
+    empty = _write(tmp_path / "empty.csv", "smiles\n")
+    with pytest.raises(ValueError, match="no usable molecule"):
+        load_dataset(empty, cache_dir=tmp_path)
+
+
+def test_max_atoms_setting(tmp_path: Path) -> None:
+    path = _write(tmp_path / "mols.smi", "CCCCCCCCCC\nCCO\n")
+    ds = load_dataset(path, max_atoms=12, cache_dir=tmp_path)
+    assert ds.smiles == ["CCCCCCCCCC", "CCO"] and ds.atoms.shape == (2, 12)
+    assert ds.vocab.max_atoms == 12
+
+
+# --------------------------------------------------------------------------- cache
+
+
+def test_cache_hit_and_keys(tmp_path: Path) -> None:
+    path = _write(tmp_path / "mols.smi", "CCO\nCCN\nC1CC\n")
+    cache = tmp_path / "cache"
+    first = load_dataset(path, cache_dir=cache)
+    assert not first.cache_hit
+    files = list(cache.glob("*.safetensors"))
+    assert len(files) == 1
+    second = load_dataset(path, cache_dir=cache)
+    assert second.cache_hit
+    assert second.smiles == first.smiles and second.vocab == first.vocab
+    assert torch.equal(second.atoms, first.atoms) and torch.equal(second.bonds, first.bonds)
+    assert second.report == first.report and second.source == "mols.smi"
+
+    key = cache_key(path, 9, None, None)
+    assert files[0].name == f"{key}.safetensors"
+    assert cache_key(path, 10, None, None) != key
+    assert cache_key(path, 9, Vocab(QM9_ATOMS, 9), None) != key
+    assert cache_key(path, 9, None, "smiles") != key
+    _write(path, "CCO\nCCN\nC1CC\nCCC\n")
+    assert cache_key(path, 9, None, None) != key
+    third = load_dataset(path, cache_dir=cache)
+    assert not third.cache_hit and "CCC" in third.smiles
+    assert FORMAT_VERSION >= 1
+
+
+def test_corrupted_cache_is_rebuilt(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    path = _write(tmp_path / "mols.smi", "CCO\nCCN\n")
+    cache = tmp_path / "cache"
+    load_dataset(path, cache_dir=cache)
+    (file,) = cache.glob("*.safetensors")
+    file.write_bytes(file.read_bytes()[:40])  # truncated, as after a crash of another writer
+    with caplog.at_level(logging.WARNING, logger="molgan.data"):
+        ds = load_dataset(path, cache_dir=cache)
+    assert not ds.cache_hit and ds.smiles == ["CCO", "CCN"]
+    assert "rebuilding" in caplog.text
+    assert load_dataset(path, cache_dir=cache).cache_hit  # the rebuilt file is valid
+    file.write_bytes(b"\x00" * 100)
+    assert load_dataset(path, cache_dir=cache).smiles == ["CCO", "CCN"]
+
+
+def test_cache_can_be_disabled_and_defaults_to_env(tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    path = _write(tmp_path / "mols.smi", "CCO\n")
+    monkeypatch.setenv("MOLGAN_CACHE_DIR", str(tmp_path / "env-cache"))
+    assert not load_dataset(path, use_cache=False).cache_hit
+    assert not (tmp_path / "env-cache").exists()
+    load_dataset(path)
+    assert len(list((tmp_path / "env-cache").glob("*.safetensors"))) == 1
+
+
+# --------------------------------------------------------------------------- split / subset
+
+
+def _small_dataset(tmp_path: Path) -> MolDataset:
+    chains = ["C" * k for k in range(1, 10)] + ["O" + "C" * k for k in range(1, 9)]
+    chains += ["N" + "C" * k for k in range(1, 9)] + ["F" + "C" * k for k in range(1, 9)]
+    return load_dataset(_write(tmp_path / "chains.smi", "\n".join(chains)), cache_dir=tmp_path)
+
+
+def test_split_deterministic_disjoint_complete(tmp_path: Path) -> None:
+    ds = _small_dataset(tmp_path)
+    m = len(ds)
+    assert m == 33
+    train, valid, test = ds.split(seed=5)
+    assert (len(train), len(valid), len(test)) == (26, 3, 4)
+    allidx = torch.cat([train, valid, test])
+    assert sorted(allidx.tolist()) == list(range(m))
+    again = ds.split(seed=5)
+    assert all(torch.equal(x, y) for x, y in zip((train, valid, test), again, strict=True))
+    assert not torch.equal(ds.split(seed=6)[0], train)
+    tr, va, te = ds.split(seed=0, fractions=(1.0, 0.0, 0.0))
+    assert len(tr) == m and len(va) == len(te) == 0
+    with pytest.raises(ValueError, match="sum to 1"):
+        ds.split(fractions=(0.5, 0.2, 0.1))
+    with pytest.raises(ValueError):
+        ds.split(fractions=(0.5, 0.5))
+
+
+def test_subset(tmp_path: Path) -> None:
+    ds = _small_dataset(tmp_path)
+    sub = ds.subset(torch.tensor([3, 0]))
+    assert sub.smiles == [ds.smiles[3], ds.smiles[0]]
+    assert torch.equal(sub.atoms, ds.atoms[[3, 0]]) and torch.equal(sub.bonds, ds.bonds[[3, 0]])
+    assert sub.vocab == ds.vocab and len(sub) == 2
+
+
+def test_skip_report_summary() -> None:
+    assert SkipReport(read=3, kept=3, skipped={}).summary() == "read 3, kept 3, skipped 0"
+    r = SkipReport(read=9, kept=2, skipped={"b": 3, "a": 3, "c": 1})
+    assert r.summary() == "read 9, kept 2, skipped 7 (a 3, b 3, c 1)"
+    assert SkipReport.from_dict(r.to_dict()) == r
+
+
+# --------------------------------------------------------------------------- QM9
+
+
+def test_bundled_qm9_file(qm9_smiles: list[str]) -> None:
+    path = qm9_path()
+    assert path.is_file() and path.stat().st_size < 1_000_000
+    assert len(qm9_smiles) == 130_831
+    assert qm9_smiles[:3] == ["C", "N", "O"]
+    assert (path.parent / "QM9_SOURCE.md").is_file()
+
+
+@pytest.mark.slow
+def test_load_bundled_qm9() -> None:
+    ds = load_dataset()
+    assert ds.source == "qm9"
+    assert ds.report.read == 130_831
+    assert ds.report.kept == len(ds) > 130_000
+    assert set(ds.report.skipped) <= {"duplicate"}
+    assert ds.vocab.atoms == QM9_ATOMS and ds.vocab.max_atoms == 9
+    again = load_dataset()
+    assert again.cache_hit and again.smiles == ds.smiles
+
+
+@pytest.mark.slow
+def test_build_qm9_file_is_reproducible(tmp_path: Path) -> None:
+    pytest.importorskip("pandas")  # present whenever the qm9 extra is installed
+    import importlib.util
+
+    if importlib.util.find_spec("qm9pack") is None:
+        pytest.skip("qm9pack (extra 'qm9') not installed")
+    report = build_qm9_file(tmp_path / "qm9.smi.gz")
+    assert report.read == report.kept == 130_831
+    assert (tmp_path / "qm9.smi.gz").read_bytes() == qm9_path().read_bytes()
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def test_cli_data_prepare(tmp_path: Path) -> None:
+    path = _write(tmp_path / "mixed.smi", "\n".join(MIXED_LINES) + "\n")
+    runner = CliRunner()
+    args = ["data", "prepare", str(path), "--cache-dir", str(tmp_path / "c")]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "read 10, kept 4, skipped 6" in result.output
+    assert "'N+'" in result.output and "(cached)" not in result.output
+    result = runner.invoke(app, args)
+    assert "(cached)" in result.output
+    result = runner.invoke(app, [*args[:3], "--max-atoms", "10", *args[3:]])
+    assert "kept 5" in result.output
+
+
+def test_cli_data_prepare_errors(tmp_path: Path) -> None:
+    runner = CliRunner()
+    result = runner.invoke(app, ["data", "prepare", str(tmp_path / "nope.smi")])
+    assert result.exit_code == 1
+    assert "not found" in result.output
+    bad = _write(tmp_path / "junk.smi", "C1CC\n")
+    result = runner.invoke(app, ["data", "prepare", str(bad), "--cache-dir", str(tmp_path)])
+    assert result.exit_code == 1 and "no usable molecule" in result.output
+
+
+def test_cli_data_qm9_without_qm9pack(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A None entry in sys.modules is how Python marks a module as not importable.
+    monkeypatch.setitem(sys.modules, "qm9pack", None)
+    result = CliRunner().invoke(app, ["data", "qm9", "--out", str(tmp_path / "q.smi.gz")])
+    assert result.exit_code == 1
+    assert "pip install 'molgan[qm9]'" in result.output
+    assert not (tmp_path / "q.smi.gz").exists()

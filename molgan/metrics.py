@@ -364,8 +364,10 @@ def evaluate_smiles(
             mol = mol_from_smiles(s)
             if mol is None:
                 entry = (None, None, False)
+            elif _is_connected(mol):
+                entry = (mol, Chem.MolToSmiles(mol, isomericSmiles=False), True)
             else:
-                entry = (mol, Chem.MolToSmiles(mol, isomericSmiles=False), _is_connected(mol))
+                entry = (mol, None, False)  # fragments only count towards validity_loose
             parsed[s] = entry
         mol, canon, connected = entry
         if mol is None:

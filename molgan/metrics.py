@@ -18,7 +18,8 @@ Definitions, for ``n`` samples:
 - vun = (unique valid novel molecules, counted once each) / n
 - qed_mean, sa_mean, logp_mean: means over the unique valid molecules
 - internal_diversity: mean (1 - Tanimoto similarity) over pairs of distinct unique valid
-  molecules, Morgan fingerprints of radius 2 and 2048 bits
+  molecules, Morgan fingerprints of radius 2 and 2048 bits (a fixed-seed sample of 100,000
+  pairs when there are more)
 - fcd: Frechet ChemNet Distance between the valid samples (repeats included) and the reference
   SMILES (QM9 test split), computed with the optional ``fcd`` package
 

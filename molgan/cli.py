@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
+
+if TYPE_CHECKING:
+    from molgan.sampling import MoleculeSampler
 
 app = typer.Typer(no_args_is_help=True, help="MolGAN-style molecular graph generator.")
 
@@ -67,3 +70,164 @@ def data_prepare(
 
 
 # --------------------------------------------------------------------------- end data
+
+# --------------------------------------------------------------------------- train
+
+
+def _fail(message: str) -> typer.Exit:
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(code=2)
+
+
+@app.command()
+def train(
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="YAML config (see configs/).")] = None,
+    overrides: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="Override a config key, e.g. --set train.lam=0.3 (repeatable)."),
+    ] = None,
+    run_dir: Annotated[
+        Path | None, typer.Option(help="Run directory (default: runs/<config name>-<time>).")
+    ] = None,
+    resume: Annotated[
+        Path | None, typer.Option(help="Continue the run in this directory from its last checkpoint.")
+    ] = None,
+    max_minutes: Annotated[
+        float | None, typer.Option(min=0.01, help="Stop (and save) after this many minutes.")
+    ] = None,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+) -> None:
+    """Train a generator; writes config, metrics, checkpoints and plots into the run directory."""
+    import time
+
+    from molgan.checkpoint import CheckpointError
+    from molgan.config import ConfigError, load_config
+    from training.report import write_report
+    from training.trainer import Trainer, resume_trainer
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    extra = list(overrides or [])
+    if max_minutes is not None:
+        extra.append(f"train.max_minutes={max_minutes}")
+    try:
+        if resume is not None:
+            if config is not None:
+                raise _fail("--resume uses the config saved in the run; do not pass --config")
+            trainer = resume_trainer(resume, extra, progress=progress)
+        else:
+            cfg = load_config(config, extra)
+            target = run_dir or Path("runs") / f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+            trainer = Trainer(cfg, target, progress=progress)
+    except (ConfigError, CheckpointError, FileNotFoundError, ValueError) as exc:
+        raise _fail(str(exc)) from None
+    result = trainer.train()
+    write_report(trainer.run_dir)
+    typer.echo(f"run: {trainer.run_dir} step {result['step']}" + (
+        f" (stopped by {result['stopped_by']})" if result["stopped_by"] else ""))
+
+
+# --------------------------------------------------------------------------- sample / evaluate
+
+CheckpointArg = Annotated[
+    Path | None, typer.Argument(help="Checkpoint file (default: the bundled QM9 checkpoint).")
+]
+SeedOpt = Annotated[int | None, typer.Option(help="Random seed; the same seed gives the same molecules.")]
+TemperatureOpt = Annotated[
+    float | None, typer.Option(min=1e-6, help="Gumbel-Max sampling temperature (implies --mode gumbel).")
+]
+ModeOpt = Annotated[
+    str | None, typer.Option(help="argmax or gumbel (default: the checkpoint's own setting).")
+]
+
+
+def _load_sampler(checkpoint: Path | None) -> MoleculeSampler:
+    from molgan.checkpoint import CheckpointError
+    from molgan.sampling import MoleculeSampler
+
+    try:
+        return MoleculeSampler.load(checkpoint)
+    except CheckpointError as exc:
+        raise _fail(str(exc)) from None
+
+
+def _check_mode(mode: str | None) -> None:
+    if mode not in (None, "argmax", "gumbel"):
+        raise _fail(f"--mode must be argmax or gumbel, got {mode!r}")
+
+
+@app.command()
+def sample(
+    checkpoint: CheckpointArg = None,
+    n: Annotated[int, typer.Option("-n", min=1, help="Number of molecules.")] = 100,
+    seed: SeedOpt = None,
+    temperature: TemperatureOpt = None,
+    mode: ModeOpt = None,
+    valid_only: Annotated[bool, typer.Option(help="Keep sampling until n valid molecules.")] = False,
+    unique: Annotated[bool, typer.Option(help="Drop repeated molecules (keeps sampling).")] = False,
+    output: Annotated[
+        Path | None, typer.Option("-o", "--output", help="Output file (default: stdout).")
+    ] = None,
+    fmt: Annotated[
+        str | None, typer.Option("--format", help="smi, csv, sdf or jsonl (default: from -o, else smi).")
+    ] = None,
+) -> None:
+    """Generate molecules from a checkpoint."""
+    import sys
+
+    from molgan.export import FORMATS, format_from_path, write_samples
+    from molgan.sampling import sample_filtered
+
+    _check_mode(mode)
+    if fmt is not None and fmt not in FORMATS:
+        raise _fail(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    try:
+        out_format = fmt or (format_from_path(output) if output else "smi")
+    except ValueError as exc:
+        raise _fail(str(exc)) from None
+    if out_format == "jsonl" and (valid_only or unique):
+        raise _fail("jsonl writes every raw sample in order: drop --valid-only/--unique")
+    sampler = _load_sampler(checkpoint)
+    result = sample_filtered(
+        sampler, n, seed=seed, mode=mode, temperature=temperature, valid_only=valid_only, unique=unique
+    )
+    if output is None:
+        write_samples(result.samples, sys.stdout, out_format)
+    else:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        with output.open("w", newline="") as fh:
+            written = write_samples(result.samples, fh, out_format)
+        typer.echo(f"wrote {written} records to {output}", err=True)
+    if result.fell_short:
+        typer.echo(
+            f"warning: found {len(result.samples)} of {n} molecules in {result.sampled} samples", err=True
+        )
+
+
+@app.command()
+def evaluate(
+    checkpoint: CheckpointArg = None,
+    n: Annotated[int, typer.Option("-n", min=10, help="Number of raw samples to score.")] = 10_000,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    temperature: TemperatureOpt = None,
+    mode: ModeOpt = None,
+    fcd: Annotated[bool, typer.Option(help="Also compute FCD (needs the 'fcd' extra).")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Score raw samples: validity, uniqueness, novelty, V.U.N., properties, diversity, FCD."""
+    import json
+
+    from molgan.evaluation import evaluate_sampler
+
+    _check_mode(mode)
+    sampler = _load_sampler(checkpoint)
+    try:
+        metrics = evaluate_sampler(sampler, n, seed=seed, mode=mode, temperature=temperature, fcd=fcd)
+    except ImportError as exc:
+        raise _fail(str(exc)) from None
+    if as_json:
+        typer.echo(json.dumps(metrics, indent=2, sort_keys=True))
+        return
+    width = max(len(k) for k in metrics)
+    for key, value in metrics.items():
+        shown = f"{value:.4f}" if isinstance(value, float) else str(value)
+        typer.echo(f"{key:<{width}}  {shown}")

@@ -1,0 +1,185 @@
+"""Checkpoints: one safetensors file holding weights, optimiser and RNG state, plus JSON metadata.
+
+safetensors stores only tensors and a string-to-string header, so loading a checkpoint never
+runs code from the file. The metadata (config, vocabulary, step, metrics, package versions) is
+enough to rebuild the generator without any other file.
+
+Tensor names: ``<module>.<parameter>`` for modules, ``optim.<name>.<param index>.<key>`` for
+optimiser state, ``rng.<name>`` for random generator states.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import tempfile
+from dataclasses import dataclass, field
+from importlib import metadata as importlib_metadata
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+
+FORMAT = "molgan-checkpoint"
+FORMAT_VERSION = 1
+BUNDLED_NAME = "qm9.safetensors"
+
+
+class CheckpointError(ValueError):
+    """A file that is not a usable molgan checkpoint (missing, corrupted, or for another model)."""
+
+
+@dataclass
+class Checkpoint:
+    """What a checkpoint file holds: tensors by name and the JSON metadata."""
+
+    tensors: dict[str, torch.Tensor]
+    meta: dict[str, Any]
+    path: Path | None = None
+
+    def state_dict(self, module: str) -> dict[str, torch.Tensor]:
+        """The tensors saved for ``module`` (prefix stripped)."""
+        prefix = f"{module}."
+        state = {k[len(prefix) :]: v for k, v in self.tensors.items() if k.startswith(prefix)}
+        if not state:
+            raise CheckpointError(f"{self._where()} holds no weights for {module!r}")
+        return state
+
+    def has(self, module: str) -> bool:
+        prefix = f"{module}."
+        return any(k.startswith(prefix) for k in self.tensors)
+
+    def optimizer_state(self, name: str) -> dict[str, Any]:
+        groups = self.meta.get("optimizers", {}).get(name)
+        if groups is None:
+            raise CheckpointError(f"{self._where()} holds no optimiser state for {name!r}")
+        prefix = f"optim.{name}."
+        state: dict[int, dict[str, Any]] = {}
+        for key, value in self.tensors.items():
+            if key.startswith(prefix):
+                index, _, slot = key[len(prefix) :].partition(".")
+                state.setdefault(int(index), {})[slot] = value
+        return {"state": state, "param_groups": groups}
+
+    def rng_state(self, name: str) -> torch.Tensor:
+        key = f"rng.{name}"
+        if key not in self.tensors:
+            raise CheckpointError(f"{self._where()} holds no random state for {name!r}")
+        return self.tensors[key]
+
+    def _where(self) -> str:
+        return str(self.path) if self.path else "checkpoint"
+
+
+@dataclass
+class CheckpointWriter:
+    """Collects modules, optimisers and RNG states, then writes them atomically."""
+
+    meta: dict[str, Any]
+    tensors: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    def add_module(self, name: str, module: torch.nn.Module) -> None:
+        for key, value in module.state_dict().items():
+            self.tensors[f"{name}.{key}"] = value.detach().cpu()
+
+    def add_optimizer(self, name: str, optimizer: torch.optim.Optimizer) -> None:
+        state = optimizer.state_dict()
+        for index, slots in state["state"].items():
+            for slot, value in slots.items():
+                tensor = value if torch.is_tensor(value) else torch.tensor(value)
+                self.tensors[f"optim.{name}.{index}.{slot}"] = tensor.detach().cpu()
+        self.meta.setdefault("optimizers", {})[name] = state["param_groups"]
+
+    def add_rng(self, name: str, generator: torch.Generator) -> None:
+        self.tensors[f"rng.{name}"] = generator.get_state()
+
+    def write(self, path: str | Path) -> Path:
+        """Write to a temporary file beside ``path`` and rename it over ``path``.
+
+        A reader (or a crash mid-write) sees either the old file or the new one, never half.
+        """
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "versions": package_versions()}
+        meta.update(self.meta)
+        header = {"molgan": json.dumps(meta, sort_keys=True)}
+        # safetensors refuses shared or non-contiguous storage.
+        tensors = {k: v.contiguous().clone() for k, v in self.tensors.items()}
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+        try:
+            save_file(tensors, tmp, metadata=header)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return path
+
+
+def load_checkpoint(path: str | Path) -> Checkpoint:
+    """Read a checkpoint; any problem with the file is a ``CheckpointError`` that names it."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            header = f.metadata() or {}
+            tensors = {key: f.get_tensor(key) for key in f.keys()}  # noqa: SIM118 (not a dict)
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        raise CheckpointError(
+            f"{path} is not a readable checkpoint (truncated or corrupted?): {exc}"
+        ) from None
+    try:
+        meta = json.loads(header["molgan"])
+    except (KeyError, json.JSONDecodeError):
+        raise CheckpointError(f"{path} is a safetensors file but not a molgan checkpoint") from None
+    if meta.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not a molgan checkpoint (format {meta.get('format')!r})")
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path} has checkpoint format version {meta.get('format_version')}, "
+            f"this molgan reads version {FORMAT_VERSION}"
+        )
+    return Checkpoint(tensors, meta, path)
+
+
+def load_state(module: torch.nn.Module, state: dict[str, torch.Tensor], what: str) -> None:
+    """``load_state_dict`` with a clear error when names or shapes do not match the architecture."""
+    own = module.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    wrong = [
+        f"{k} {tuple(state[k].shape)} != {tuple(own[k].shape)}"
+        for k in sorted(set(own) & set(state))
+        if own[k].shape != state[k].shape
+    ]
+    if missing or unexpected or wrong:
+        details = "; ".join(
+            part
+            for part in (
+                f"missing {missing[:3]}" if missing else "",
+                f"unexpected {unexpected[:3]}" if unexpected else "",
+                f"shape mismatch {wrong[:3]}" if wrong else "",
+            )
+            if part
+        )
+        raise CheckpointError(f"{what} does not match the configured architecture or vocabulary: {details}")
+    module.load_state_dict(state)
+
+
+def bundled_checkpoint_path() -> Path:
+    """The QM9 checkpoint shipped inside the package."""
+    return Path(__file__).resolve().parent / "assets" / BUNDLED_NAME
+
+
+def package_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for name in ("molgan", "torch", "rdkit", "numpy"):
+        try:
+            versions[name] = importlib_metadata.version(name)
+        except importlib_metadata.PackageNotFoundError:
+            versions[name] = "unknown"
+    return versions

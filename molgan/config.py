@@ -1,0 +1,176 @@
+"""The one typed configuration of a run, loaded from YAML and overridable from the command line.
+
+Every section forbids unknown keys, so a typo such as ``train.batchsize`` is an error naming the
+key instead of a silently ignored setting.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from molgan.gumbel import Estimator, Schedule
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DataConfig(_Section):
+    path: str | None = None
+    """SMILES / CSV / SDF file; ``None`` is the QM9 file bundled with the package."""
+    max_atoms: int = Field(9, ge=2, le=64)
+    """N: heavy atoms per graph. Molecules with more are skipped."""
+    smiles_column: str | None = None
+    """CSV column holding SMILES (default: ``smiles`` in any case)."""
+    split_seed: int = 0
+    val_fraction: float = Field(0.05, ge=0.0, lt=0.5)
+    test_fraction: float = Field(0.1, ge=0.0, lt=0.5)
+
+    @property
+    def fractions(self) -> tuple[float, float, float]:
+        """(train, validation, test) fractions for ``MolDataset.split``."""
+        return (1.0 - self.val_fraction - self.test_fraction, self.val_fraction, self.test_fraction)
+
+
+class ModelConfig(_Section):
+    z_dim: int = Field(32, ge=1)
+    generator_dims: tuple[int, ...] = (128, 256, 512)
+    generator_dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    estimator: Estimator = "st_gumbel"
+    """How the generator's logits become graphs for the critic (see ``molgan.gumbel.relax``)."""
+    gcn_dims: tuple[int, ...] = (64, 32)
+    """Relational GCN layers of the discriminator and the reward network."""
+    aggregation_dim: int = Field(128, ge=1)
+    head_dims: tuple[int, ...] = (128, 64)
+    """MLP between the graph embedding and the single output."""
+    pack: int = Field(1, ge=1)
+    """PacGAN packing: the critic scores ``pack`` graphs at once (1 = off)."""
+
+
+class TemperatureConfig(_Section):
+    schedule: Schedule = "exponential"
+    tau_start: float = Field(1.0, gt=0.0)
+    tau_min: float = Field(0.2, gt=0.0)
+    anneal_steps: int = Field(20_000, ge=0)
+    """Generator steps over which ``tau_start`` decays to ``tau_min``."""
+
+    @model_validator(mode="after")
+    def _ordered(self) -> TemperatureConfig:
+        if self.tau_start < self.tau_min:
+            raise ValueError("temperature.tau_start must be >= temperature.tau_min")
+        return self
+
+
+class RewardConfig(_Section):
+    weights: dict[str, float] = Field(default_factory=lambda: {"validity": 1.0})
+    """Components of ``molgan.rewards.REWARD_COMPONENTS`` and their weights."""
+    memory_size: int = Field(0, ge=0)
+    """Recent valid samples remembered by the uniqueness component (0 = within the batch only)."""
+
+
+class SamplingConfig(_Section):
+    mode: Literal["argmax", "gumbel"] = "argmax"
+    """Test-time sampling: argmax of the logits, or Gumbel-Max at ``temperature``."""
+    temperature: float = Field(1.0, gt=0.0)
+
+
+class TrainConfig(_Section):
+    seed: int = 0
+    batch_size: int = Field(128, ge=2)
+    steps: int = Field(50_000, ge=1)
+    """Generator steps; the run also stops at ``max_minutes``."""
+    max_minutes: float | None = Field(None, gt=0.0)
+    threads: int | None = Field(None, ge=1)
+    """torch intra-op threads (``None``: torch's default)."""
+    lr_generator: float = Field(1e-3, gt=0.0)
+    lr_discriminator: float = Field(1e-3, gt=0.0)
+    lr_reward: float = Field(1e-3, gt=0.0)
+    betas: tuple[float, float] = (0.5, 0.9)
+    n_critic: int = Field(5, ge=1)
+    gp_weight: float = Field(10.0, ge=0.0)
+    lam: float = Field(1.0, ge=0.0, le=1.0)
+    """Generator loss = lam * WGAN + (1 - lam) * RL (1.0 = pure GAN)."""
+    rl_start_step: int = Field(0, ge=0)
+    """Generator step at which the RL term is switched on."""
+    rl_estimator: Literal["reward_net", "reinforce"] = "reward_net"
+    """``reward_net``: the paper's differentiable reward-network prediction through the ST graphs;
+    ``reinforce``: REINFORCE with a moving-average baseline on the exact RDKit reward of
+    Gumbel-Max samples."""
+    entropy_weight: float = Field(0.0, ge=0.0)
+    """Bonus on the per-choice entropy of the generator's categoricals (REINFORCE only)."""
+    baseline_momentum: float = Field(0.9, ge=0.0, lt=1.0)
+    eval_every: int = Field(1000, ge=1)
+    eval_samples: int = Field(2000, ge=10)
+    checkpoint_every: int = Field(1000, ge=1)
+    log_every: int = Field(50, ge=1)
+
+
+class Config(_Section):
+    name: str = "molgan"
+    data: DataConfig = DataConfig()
+    model: ModelConfig = ModelConfig()
+    temperature: TemperatureConfig = TemperatureConfig()
+    reward: RewardConfig = RewardConfig()
+    sampling: SamplingConfig = SamplingConfig()
+    train: TrainConfig = TrainConfig()
+
+
+class ConfigError(ValueError):
+    """A config file or override that does not describe a valid run."""
+
+
+def parse_overrides(overrides: list[str]) -> dict[str, Any]:
+    """``["train.lr_generator=3e-4", "model.gcn_dims=[32,16]"]`` -> nested dict (values as YAML)."""
+    nested: dict[str, Any] = {}
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"override {item!r} is not of the form section.key=value")
+        node = nested
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"override {item!r} conflicts with an earlier override")
+            node = child
+        node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else None
+    return nested
+
+
+def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def config_from_dict(data: dict[str, Any], overrides: list[str] | None = None) -> Config:
+    merged = _merge(data, parse_overrides(overrides or []))
+    try:
+        return Config.model_validate(merged)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
+        )
+        raise ConfigError(f"invalid config: {problems}") from None
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Read a YAML config (``None``: all defaults) and apply ``key=value`` overrides."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        loaded = yaml.safe_load(path.read_text())
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: a config must be a mapping of sections")
+        data = loaded or {}
+    return config_from_dict(data, overrides)

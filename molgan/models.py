@@ -1,0 +1,289 @@
+"""Generator, relational-GCN critic and reward network.
+
+Shapes: B graphs, N atoms per graph, A atom types (index 0 = no atom), E bond types
+(index 0 = no bond), Z noise dimensions, P = N (N - 1) / 2 atom pairs.
+A graph is a pair of one-hot (or relaxed one-hot) tensors: atoms (B, N, A), bonds (B, N, N, E).
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from molgan.config import ModelConfig
+from molgan.gumbel import Estimator, gumbel_max, relax
+
+
+@dataclass(frozen=True)
+class Graphs:
+    """A batch of (possibly relaxed) one-hot graphs.
+
+    atoms: (B, N, A); bonds: (B, N, N, E), symmetric, diagonal = "no bond".
+    """
+
+    atoms: torch.Tensor
+    bonds: torch.Tensor
+
+    def indices(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Integer graphs: atoms (B, N) and bonds (B, N, N), as ``molgan.chem`` decodes them."""
+        return self.atoms.argmax(-1), self.bonds.argmax(-1)
+
+    @staticmethod
+    def one_hot(atoms: torch.Tensor, bonds: torch.Tensor, n_atom_types: int, n_bond_types: int) -> Graphs:
+        """From integer atoms (B, N) and bonds (B, N, N) to float one-hot graphs."""
+        return Graphs(
+            F.one_hot(atoms.long(), n_atom_types).float(),
+            F.one_hot(bonds.long(), n_bond_types).float(),
+        )
+
+
+@dataclass(frozen=True)
+class GraphLogits:
+    """Unnormalised log-probabilities of the generator's categorical choices.
+
+    atoms: (B, N, A); pairs: (B, P, E) for the upper triangle i < j (``triu_indices`` order).
+    """
+
+    atoms: torch.Tensor
+    pairs: torch.Tensor
+
+    @property
+    def n_atoms(self) -> int:
+        return self.atoms.shape[1]
+
+    def bonds(self) -> torch.Tensor:
+        """Full symmetric bond logits (B, N, N, E); the diagonal allows only "no bond"."""
+        b, _, e = self.pairs.shape
+        n = self.n_atoms
+        diagonal = torch.full((e,), float("-inf"), dtype=self.pairs.dtype, device=self.pairs.device)
+        diagonal[0] = 0.0
+        full = diagonal.expand(b, n, n, e).clone()
+        return _scatter_pairs(full, self.pairs)
+
+    def relax(
+        self, estimator: Estimator, tau: float, generator: torch.Generator | None = None
+    ) -> Graphs:
+        """Graphs for the critic through an estimator of ``molgan.gumbel``.
+
+        Noise is drawn once per atom pair, so sampled bond matrices stay symmetric.
+        """
+        atoms = relax(self.atoms, estimator, tau, generator)
+        pairs = relax(self.pairs, estimator, tau, generator)
+        return Graphs(atoms, _pairs_to_bonds(pairs, self.n_atoms))
+
+    def sample(
+        self, mode: str = "argmax", temperature: float = 1.0, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Discrete graphs: atoms (B, N) and bonds (B, N, N) as integer tensors.
+
+        ``argmax``: the most likely class of every choice (the paper's test-time behaviour);
+        ``gumbel``: an exact sample of ``softmax(logits / temperature)`` per choice.
+        """
+        if mode == "argmax":
+            atoms, pairs = self.atoms.argmax(-1), self.pairs.argmax(-1)
+        elif mode == "gumbel":
+            atoms = gumbel_max(self.atoms, temperature, generator)
+            pairs = gumbel_max(self.pairs, temperature, generator)
+        else:
+            raise ValueError(f"unknown sampling mode {mode!r}; choose argmax or gumbel")
+        return atoms, _pair_indices_to_matrix(pairs, self.n_atoms)
+
+    def log_prob(self, atoms: torch.Tensor, bonds: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+        """log p(graph) (B,) of integer graphs under the per-choice ``softmax(logits / temperature)``."""
+        n = self.n_atoms
+        iu = torch.triu_indices(n, n, offset=1, device=bonds.device)
+        pairs = bonds[:, iu[0], iu[1]]
+        lp_atoms = F.log_softmax(self.atoms / temperature, -1).gather(-1, atoms.long().unsqueeze(-1))
+        lp_pairs = F.log_softmax(self.pairs / temperature, -1).gather(-1, pairs.long().unsqueeze(-1))
+        lp_atoms, lp_pairs = lp_atoms.squeeze(-1), lp_pairs.squeeze(-1)
+        return lp_atoms.sum(-1) + lp_pairs.sum(-1)
+
+    def entropy(self) -> torch.Tensor:
+        """Mean entropy (B,) of the N + P categorical choices of each graph."""
+        def h(logits: torch.Tensor) -> torch.Tensor:
+            logp = F.log_softmax(logits, -1)
+            return -(logp.exp() * logp).sum(-1)
+
+        return torch.cat([h(self.atoms), h(self.pairs)], dim=1).mean(-1)
+
+
+def _scatter_pairs(full: torch.Tensor, pairs: torch.Tensor) -> torch.Tensor:
+    n = full.shape[1]
+    iu = torch.triu_indices(n, n, offset=1, device=pairs.device)
+    full[:, iu[0], iu[1]] = pairs
+    full[:, iu[1], iu[0]] = pairs
+    return full
+
+
+def _pairs_to_bonds(pairs: torch.Tensor, n: int) -> torch.Tensor:
+    """(B, P, E) relaxed pair choices -> (B, N, N, E) symmetric, diagonal one-hot "no bond"."""
+    b, _, e = pairs.shape
+    eye = torch.eye(n, dtype=pairs.dtype, device=pairs.device)
+    full = pairs.new_zeros(b, n, n, e)
+    full[..., 0] = eye
+    return _scatter_pairs(full, pairs)
+
+
+def _pair_indices_to_matrix(pairs: torch.Tensor, n: int) -> torch.Tensor:
+    """(B, P) integer pair choices -> (B, N, N) symmetric, zero diagonal."""
+    full = pairs.new_zeros(pairs.shape[0], n, n)
+    iu = torch.triu_indices(n, n, offset=1, device=pairs.device)
+    full[:, iu[0], iu[1]] = pairs
+    full[:, iu[1], iu[0]] = pairs
+    return full
+
+
+def _mlp(dims: list[int], activation: type[nn.Module], dropout: float = 0.0) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for d_in, d_out in itertools.pairwise(dims):
+        layers += [nn.Linear(d_in, d_out), activation()]
+        if dropout > 0:
+            layers.append(nn.Dropout(dropout))
+    return nn.Sequential(*layers)
+
+
+class Generator(nn.Module):
+    """MLP from noise z (B, Z) to ``GraphLogits``: atoms (B, N, A), pairs (B, P, E)."""
+
+    def __init__(
+        self,
+        z_dim: int,
+        hidden_dims: tuple[int, ...],
+        n_atoms: int,
+        n_atom_types: int,
+        n_bond_types: int,
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self.z_dim, self.n_atoms = z_dim, n_atoms
+        self.n_atom_types, self.n_bond_types = n_atom_types, n_bond_types
+        self.n_pairs = n_atoms * (n_atoms - 1) // 2
+        self.body = _mlp([z_dim, *hidden_dims], nn.Tanh, dropout)
+        last = hidden_dims[-1] if hidden_dims else z_dim
+        self.atom_head = nn.Linear(last, n_atoms * n_atom_types)
+        # Logits for the upper triangle only: the bond matrix is symmetric by construction and the
+        # diagonal is never a choice.
+        self.pair_head = nn.Linear(last, self.n_pairs * n_bond_types)
+
+    def noise(self, batch_size: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Standard normal z (B, Z) from an explicit generator."""
+        device = self.atom_head.weight.device
+        return torch.randn(batch_size, self.z_dim, generator=generator, device=device)
+
+    def forward(self, z: torch.Tensor) -> GraphLogits:
+        h = self.body(z)
+        atoms = self.atom_head(h).view(-1, self.n_atoms, self.n_atom_types)
+        pairs = self.pair_head(h).view(-1, self.n_pairs, self.n_bond_types)
+        return GraphLogits(atoms, pairs)
+
+
+class RelationalGCN(nn.Module):
+    """Relational graph convolutions: one weight per bond type plus a self connection.
+
+    atoms (B, N, A), bonds (B, N, N, E) -> node features (B, N, D) with D = dims[-1] + A
+    (the atom types are concatenated to every layer's input and to the output, as in MolGAN).
+    """
+
+    def __init__(self, n_atom_types: int, n_bond_types: int, dims: tuple[int, ...]) -> None:
+        super().__init__()
+        self.n_relations = n_bond_types - 1  # "no bond" carries no message
+        self.relation = nn.ModuleList()
+        self.self_loop = nn.ModuleList()
+        d_in = n_atom_types
+        for d in dims:
+            self.relation.append(nn.Linear(d_in, d * self.n_relations, bias=False))
+            self.self_loop.append(nn.Linear(d_in, d))
+            d_in = d + n_atom_types
+        self.out_dim = d_in
+
+    def forward(self, atoms: torch.Tensor, bonds: torch.Tensor) -> torch.Tensor:
+        b, n, _ = atoms.shape
+        adjacency = bonds[..., 1:]  # (B, N, N, R)
+        x = atoms
+        for relation, self_loop in zip(self.relation, self.self_loop, strict=True):
+            messages = relation(x).view(b, n, self.n_relations, -1)  # (B, N, R, D)
+            h = torch.einsum("bijr,bjrd->bid", adjacency, messages) + self_loop(x)
+            x = torch.cat([torch.tanh(h), atoms], dim=-1)
+        return x
+
+
+class GraphAggregation(nn.Module):
+    """Gated sum over nodes: (B, N, D) -> (B, G), ``tanh(sum_n sigmoid(W1 h) * tanh(W2 h))``."""
+
+    def __init__(self, in_dim: int, out_dim: int) -> None:
+        super().__init__()
+        self.gate = nn.Linear(in_dim, out_dim)
+        self.value = nn.Linear(in_dim, out_dim)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return torch.tanh((torch.sigmoid(self.gate(h)) * torch.tanh(self.value(h))).sum(1))
+
+
+class GraphCritic(nn.Module):
+    """R-GCN -> gated aggregation -> MLP -> one score per graph (or per pack of graphs).
+
+    atoms (B, N, A), bonds (B, N, N, E) -> (B / pack,). Accepts hard one-hot and relaxed graphs.
+    With ``pack > 1`` (PacGAN) the embeddings of ``pack`` consecutive graphs are concatenated
+    before the MLP, so the critic can see a lack of variety inside a pack.
+    """
+
+    def __init__(
+        self,
+        n_atom_types: int,
+        n_bond_types: int,
+        gcn_dims: tuple[int, ...],
+        aggregation_dim: int,
+        head_dims: tuple[int, ...],
+        pack: int = 1,
+    ) -> None:
+        super().__init__()
+        self.pack = pack
+        self.gcn = RelationalGCN(n_atom_types, n_bond_types, gcn_dims)
+        self.aggregate = GraphAggregation(self.gcn.out_dim, aggregation_dim)
+        self.head = _mlp([aggregation_dim * pack, *head_dims], nn.Tanh)
+        self.out = nn.Linear(head_dims[-1] if head_dims else aggregation_dim * pack, 1)
+
+    def forward(self, atoms: torch.Tensor, bonds: torch.Tensor) -> torch.Tensor:
+        g = self.aggregate(self.gcn(atoms, bonds))  # (B, G)
+        if self.pack > 1:
+            if g.shape[0] % self.pack:
+                raise ValueError(f"batch of {g.shape[0]} graphs does not split into packs of {self.pack}")
+            g = g.reshape(g.shape[0] // self.pack, -1)
+        return self.out(self.head(g)).squeeze(-1)
+
+
+class RewardNetwork(GraphCritic):
+    """The critic's architecture with a sigmoid: predicts a reward in [0, 1] per graph (B,)."""
+
+    def __init__(
+        self,
+        n_atom_types: int,
+        n_bond_types: int,
+        gcn_dims: tuple[int, ...],
+        aggregation_dim: int,
+        head_dims: tuple[int, ...],
+    ) -> None:
+        super().__init__(n_atom_types, n_bond_types, gcn_dims, aggregation_dim, head_dims, pack=1)
+
+    def forward(self, atoms: torch.Tensor, bonds: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(super().forward(atoms, bonds))
+
+
+def build_generator(cfg: ModelConfig, n_atoms: int, n_atom_types: int, n_bond_types: int) -> Generator:
+    return Generator(
+        cfg.z_dim, cfg.generator_dims, n_atoms, n_atom_types, n_bond_types, cfg.generator_dropout
+    )
+
+
+def build_discriminator(cfg: ModelConfig, n_atom_types: int, n_bond_types: int) -> GraphCritic:
+    return GraphCritic(
+        n_atom_types, n_bond_types, cfg.gcn_dims, cfg.aggregation_dim, cfg.head_dims, cfg.pack
+    )
+
+
+def build_reward_network(cfg: ModelConfig, n_atom_types: int, n_bond_types: int) -> RewardNetwork:
+    return RewardNetwork(n_atom_types, n_bond_types, cfg.gcn_dims, cfg.aggregation_dim, cfg.head_dims)

@@ -1,0 +1,182 @@
+"""Sampling molecules from a trained generator: noise -> graphs -> SMILES.
+
+``MoleculeSampler`` is what the CLI, the evaluation and the HTTP service share. It is built once
+from a checkpoint and is cheap to call; every call takes its own seed, so the same seed and
+settings give the same molecules.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+
+from molgan.checkpoint import (
+    Checkpoint,
+    CheckpointError,
+    bundled_checkpoint_path,
+    load_checkpoint,
+    load_state,
+)
+from molgan.chem import Vocab, decode_batch, is_connected
+from molgan.config import Config, ConfigError, config_from_dict
+from molgan.models import Generator, build_generator
+
+SamplingMode = Literal["argmax", "gumbel"]
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One generated graph: canonical SMILES (``None`` if RDKit cannot sanitize it) and strict
+    validity (sanitizes and is one connected fragment)."""
+
+    smiles: str | None
+    valid: bool
+
+
+def generator_from_checkpoint(ckpt: Checkpoint) -> tuple[Generator, Config, Vocab]:
+    """Rebuild the generator from a checkpoint's own metadata and load its weights."""
+    try:
+        config = config_from_dict(ckpt.meta["config"])
+        vocab = Vocab.from_dict(ckpt.meta["vocab"])
+    except (KeyError, ValueError, ConfigError) as exc:
+        raise CheckpointError(f"{ckpt.path}: metadata lacks a usable config or vocabulary: {exc}") from None
+    generator = build_generator(config.model, vocab.max_atoms, vocab.num_atom_types, vocab.num_bond_types)
+    load_state(generator, ckpt.state_dict("generator"), f"generator weights in {ckpt.path}")
+    generator.eval()
+    return generator, config, vocab
+
+
+class MoleculeSampler:
+    """A generator with its vocabulary and default sampling settings."""
+
+    def __init__(self, generator: Generator, vocab: Vocab, config: Config, meta: dict[str, Any]) -> None:
+        self.generator = generator.eval()
+        self.vocab = vocab
+        self.config = config
+        self.meta = meta
+
+    @classmethod
+    def load(cls, path: str | Path | None = None) -> MoleculeSampler:
+        """From a checkpoint file; ``None`` is the QM9 checkpoint bundled with the package."""
+        ckpt = load_checkpoint(path if path is not None else bundled_checkpoint_path())
+        generator, config, vocab = generator_from_checkpoint(ckpt)
+        return cls(generator, vocab, config, ckpt.meta)
+
+    @property
+    def default_mode(self) -> SamplingMode:
+        return self.config.sampling.mode
+
+    @property
+    def default_temperature(self) -> float:
+        return self.config.sampling.temperature
+
+    @torch.inference_mode()
+    def graphs(
+        self,
+        n: int,
+        *,
+        seed: int | None = None,
+        mode: SamplingMode | None = None,
+        temperature: float | None = None,
+        batch_size: int = 2048,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """n integer graphs: atoms (n, N) and bonds (n, N, N), uint8.
+
+        A given temperature implies Gumbel-Max sampling unless ``mode`` says otherwise.
+        """
+        if n < 0:
+            raise ValueError(f"n must be >= 0, got {n}")
+        mode = mode or ("gumbel" if temperature is not None else self.default_mode)
+        temperature = self.default_temperature if temperature is None else temperature
+        if not temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
+        rng = torch.Generator().manual_seed(secrets.randbits(63) if seed is None else seed)
+        n_atoms = self.vocab.max_atoms
+        atoms = torch.empty(n, n_atoms, dtype=torch.uint8)
+        bonds = torch.empty(n, n_atoms, n_atoms, dtype=torch.uint8)
+        for start in range(0, n, batch_size):
+            stop = min(start + batch_size, n)
+            logits = self.generator(self.generator.noise(stop - start, rng))
+            a, b = logits.sample(mode, temperature, rng)
+            atoms[start:stop], bonds[start:stop] = a, b
+        return atoms, bonds
+
+    def sample(
+        self,
+        n: int,
+        *,
+        seed: int | None = None,
+        mode: SamplingMode | None = None,
+        temperature: float | None = None,
+    ) -> list[Sample]:
+        """n raw samples in order, decoded to canonical SMILES."""
+        atoms, bonds = self.graphs(n, seed=seed, mode=mode, temperature=temperature)
+        smiles = decode_batch(atoms, bonds, self.vocab)
+        return [Sample(s, is_connected(s)) for s in smiles]
+
+    def describe(self) -> dict[str, Any]:
+        """JSON-safe summary: name, step, vocabulary, default sampling, evaluation metrics."""
+        return {
+            "name": self.config.name,
+            "step": self.meta.get("step"),
+            "vocab": self.vocab.to_dict(),
+            "sampling": self.config.sampling.model_dump(),
+            "z_dim": self.config.model.z_dim,
+            "metrics": self.meta.get("evaluation") or self.meta.get("metrics") or {},
+            "versions": self.meta.get("versions", {}),
+        }
+
+
+@dataclass(frozen=True)
+class FilteredSamples:
+    """Result of ``MoleculeSampler.sample_filtered``."""
+
+    samples: list[Sample]
+    sampled: int
+    """Raw samples drawn to find them."""
+    requested: int
+
+    @property
+    def fell_short(self) -> bool:
+        return len(self.samples) < self.requested
+
+
+def sample_filtered(
+    sampler: MoleculeSampler,
+    n: int,
+    *,
+    seed: int | None = None,
+    mode: SamplingMode | None = None,
+    temperature: float | None = None,
+    valid_only: bool = False,
+    unique: bool = False,
+    max_attempts: int | None = None,
+) -> FilteredSamples:
+    """Draw until ``n`` samples pass the filters or ``max_attempts`` raw samples were drawn.
+
+    ``valid_only`` keeps strictly valid molecules; ``unique`` drops repeated SMILES (and, with it,
+    invalid samples, which have none). Rounds are seeded from ``seed``, so the result is
+    reproducible. Default cap: 20 n raw samples.
+    """
+    max_attempts = max(n, 20 * n) if max_attempts is None else max_attempts
+    base_seed = secrets.randbits(62) if seed is None else seed
+    kept: list[Sample] = []
+    seen: set[str] = set()
+    drawn, round_index = 0, 0
+    while len(kept) < n and drawn < max_attempts:
+        # Ask for what is missing plus headroom for the expected rejects, within the cap.
+        want = n - len(kept)
+        batch = min(max_attempts - drawn, want if not (valid_only or unique) else 2 * want + 16)
+        for s in sampler.sample(batch, seed=base_seed + round_index, mode=mode, temperature=temperature):
+            fresh = s.smiles is not None and s.smiles not in seen
+            if (not valid_only or s.valid) and (not unique or fresh) and len(kept) < n:
+                kept.append(s)
+                if s.smiles is not None:
+                    seen.add(s.smiles)
+        drawn += batch
+        round_index += 1
+    return FilteredSamples(kept, drawn, n)

@@ -44,7 +44,7 @@ _LABEL_RE = re.compile(r"^([A-Z][a-z]?)(\+{1,3}|-{1,3})?$")
 _PTABLE = Chem.GetPeriodicTable()
 # Full sanitization minus the "cleanup" steps: those rewrite hypervalent groups (N(=O)=O into
 # [N+](=O)[O-], metal bonds into dative ones), i.e. they would repair a graph, not check it.
-_SANITIZE_OPS = (
+SANITIZE_OPS = (
     Chem.SanitizeFlags.SANITIZE_ALL
     ^ Chem.SanitizeFlags.SANITIZE_CLEANUP
     ^ Chem.SanitizeFlags.SANITIZE_CLEANUP_ORGANOMETALLICS
@@ -319,7 +319,7 @@ def _accepts_valence(z: int, charge: int, valence: int) -> bool:
     atom.SetNumExplicitHs(valence)
     atom.SetNoImplicit(True)
     mol.AddAtom(atom)
-    return Chem.SanitizeMol(mol, _SANITIZE_OPS, catchErrors=True) == _SANITIZE_OK
+    return Chem.SanitizeMol(mol, SANITIZE_OPS, catchErrors=True) == _SANITIZE_OK
 
 
 def _tables(vocab: Vocab) -> _DecodeTables:
@@ -357,7 +357,7 @@ def _smiles_from_parts(
         mol.AddAtom(templates[k])
     for i, j, b in zip(rows, cols, vals, strict=True):
         mol.AddBond(i, j, _RDKIT_BONDS[b])
-    if Chem.SanitizeMol(mol, _SANITIZE_OPS, catchErrors=True) != _SANITIZE_OK:
+    if Chem.SanitizeMol(mol, SANITIZE_OPS, catchErrors=True) != _SANITIZE_OK:
         return None
     return mol_to_smiles(mol)
 

@@ -220,6 +220,18 @@ def test_decode_batch_matches_decode_on_random_graphs(p_bond: list[float],
     assert any(e is None for e in expected)
 
 
+def test_decode_batch_matches_decode_with_many_elements() -> None:
+    # Elements with several allowed valences (S, P, Se), charged states and a metal without
+    # a valence limit: the batch path's valence shortcut must agree with RDKit on all of them.
+    vocab = Vocab(atoms=("*", "C", "N", "O", "S", "P", "Cl", "Br", "B", "Si", "Se", "S+", "S-",
+                         "P+", "O+", "C+", "B-", "Cl+", "Fe", "Fe++", "Na+"), max_atoms=9)
+    for p_bond in ([0.8, 0.15, 0.04, 0.01], [0.7, 0.1, 0.1, 0.1]):
+        atoms, bonds = _random_graphs(vocab, 3000, p_bond, seed=11)
+        expected = [decode(atoms[i], bonds[i], vocab) for i in range(len(atoms))]
+        assert decode_batch(atoms, bonds, vocab) == expected
+        assert sum(e is not None for e in expected) > 100
+
+
 def test_decode_batch_matches_decode_on_perturbed_molecules(qm9_smiles: list[str],
                                                             qm9_vocab: Vocab) -> None:
     rng = np.random.default_rng(3)

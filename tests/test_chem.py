@@ -229,7 +229,7 @@ def test_decode_batch_matches_decode_with_many_elements() -> None:
         atoms, bonds = _random_graphs(vocab, 3000, p_bond, seed=11)
         expected = [decode(atoms[i], bonds[i], vocab) for i in range(len(atoms))]
         assert decode_batch(atoms, bonds, vocab) == expected
-        assert sum(e is not None for e in expected) > 100
+        assert sum(e is not None for e in expected) > 50
 
 
 def test_decode_batch_matches_decode_on_perturbed_molecules(qm9_smiles: list[str],

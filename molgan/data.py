@@ -19,7 +19,8 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
-from multiprocessing import get_context
+from multiprocessing import get_all_start_methods, get_context
+from multiprocessing.context import BaseContext
 from pathlib import Path
 from typing import Any
 
@@ -246,6 +247,13 @@ class _GrowingIndex(dict[str, int]):
         return self[key]
 
 
+def _pool_context() -> BaseContext:
+    # fork (as torch's DataLoader does on Linux): workers start instantly and, unlike spawn,
+    # do not re-run an unguarded __main__ script. Elsewhere only spawn is safe.
+    methods = get_all_start_methods()
+    return get_context("fork" if "fork" in methods else "spawn")
+
+
 def _featurize(smiles: list[str], max_atoms: int, vocab: Vocab | None, workers: int,
                progress: bool) -> tuple[np.ndarray, np.ndarray, list[str], Vocab, Counter[str]]:
     fixed = list(vocab.atoms[1:]) if vocab is not None else None
@@ -256,7 +264,7 @@ def _featurize(smiles: list[str], max_atoms: int, vocab: Vocab | None, workers: 
         bar = tqdm(total=len(smiles), unit="mol", desc="featurize")
     results: list[_Chunk] = []
     if workers > 1 and len(smiles) >= _PARALLEL_MIN:
-        with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+        with ProcessPoolExecutor(workers, mp_context=_pool_context()) as pool:
             futures = [pool.submit(_featurize_chunk, c, max_atoms, fixed) for c in chunks_in]
             for fut, c in zip(futures, chunks_in, strict=True):
                 results.append(fut.result())

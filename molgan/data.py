@@ -255,7 +255,12 @@ def _pool_context() -> BaseContext:
 
 
 def _featurize(smiles: list[str], max_atoms: int, vocab: Vocab | None, workers: int,
-               progress: bool) -> tuple[np.ndarray, np.ndarray, list[str], Vocab, Counter[str]]:
+               progress: bool
+               ) -> tuple[np.ndarray, np.ndarray, list[str], Vocab | None, Counter[str]]:
+    """Featurize all SMILES; returns atoms, bonds, canonical SMILES, vocab, skip counts.
+
+    The vocab is None only when no molecule was kept (and none was given).
+    """
     fixed = list(vocab.atoms[1:]) if vocab is not None else None
     chunks_in = [smiles[i:i + _CHUNK] for i in range(0, len(smiles), _CHUNK)]
     bar = None
@@ -279,23 +284,15 @@ def _featurize(smiles: list[str], max_atoms: int, vocab: Vocab | None, workers: 
         bar.close()
 
     skipped: Counter[str] = Counter()
-    counts: Counter[str] = Counter()
     for r in results:
         skipped.update(r.skipped)
-        for j, lab in enumerate(r.labels, start=1):
-            counts[lab] += int((r.atoms == j).sum())
-    if vocab is None:
-        counts = Counter({k: v for k, v in counts.items() if v > 0})
-        if not counts:
-            empty = np.zeros((0, max_atoms), np.uint8)
-            return empty, np.zeros((0, max_atoms, max_atoms), np.uint8), [], None, skipped  # type: ignore[return-value]
-        vocab = vocab_from_counts(counts, max_atoms)
-    # Remap chunk-local atom ids to the final vocabulary with one lookup table per chunk.
+    # Chunk-local atom ids -> one provisional id space (labels in order of first appearance).
+    provisional: dict[str, int] = {"*": 0}
     atoms_parts, bonds_parts, smiles_out = [], [], []
     for r in results:
         lut = np.zeros(256, dtype=np.uint8)
         for j, lab in enumerate(r.labels, start=1):
-            lut[j] = vocab.atom_index.get(lab, 0)
+            lut[j] = provisional.setdefault(lab, len(provisional))
         atoms_parts.append(lut[r.atoms])
         bonds_parts.append(r.bonds)
         smiles_out.extend(r.smiles)
@@ -303,19 +300,24 @@ def _featurize(smiles: list[str], max_atoms: int, vocab: Vocab | None, workers: 
     bonds = (np.concatenate(bonds_parts) if bonds_parts
              else np.zeros((0, max_atoms, max_atoms), np.uint8))
     # Dedupe by canonical SMILES, keeping the first occurrence in file order.
-    seen: dict[str, int] = {}
-    keep = []
-    for i, s in enumerate(smiles_out):
-        if s in seen:
-            continue
-        seen[s] = i
-        keep.append(i)
-    dup = len(smiles_out) - len(keep)
-    if dup:
-        skipped["duplicate"] += dup
-        idx = np.asarray(keep, dtype=np.int64)
+    first: dict[str, int] = {}
+    for i, smi in enumerate(smiles_out):
+        first.setdefault(smi, i)
+    if len(first) < len(smiles_out):
+        skipped["duplicate"] += len(smiles_out) - len(first)
+        idx = np.fromiter(first.values(), dtype=np.int64, count=len(first))
         atoms, bonds = atoms[idx], bonds[idx]
-        smiles_out = [smiles_out[i] for i in keep]
+        smiles_out = list(first)
+    if not smiles_out:
+        return atoms, bonds, [], vocab, skipped
+    if vocab is None:
+        freq = np.bincount(atoms.ravel(), minlength=len(provisional))
+        vocab = vocab_from_counts(
+            {lab: int(freq[k]) for lab, k in provisional.items() if k and freq[k]}, max_atoms)
+    final = np.zeros(256, dtype=np.uint8)
+    for lab, k in provisional.items():
+        final[k] = vocab.atom_index.get(lab, 0)
+    atoms = final[atoms]
     return atoms, bonds, smiles_out, vocab, skipped
 
 
@@ -495,7 +497,7 @@ def load_dataset(
     atoms, bonds, smiles, vocab_out, skipped = _featurize(raw, max_atoms, vocab, workers,
                                                           progress)
     report = SkipReport(read=len(raw), kept=len(smiles), skipped=dict(skipped))
-    if not smiles:
+    if not smiles or vocab_out is None:
         raise ValueError(f"no usable molecule in {src}: {report.summary()}")
     ds = MolDataset(torch.from_numpy(atoms), torch.from_numpy(bonds), smiles, vocab_out,
                     report, source)

@@ -10,6 +10,7 @@ import torch
 from rdkit import Chem
 from typer.testing import CliRunner
 
+from molgan import data
 from molgan.chem import Vocab, canonical, decode_batch
 from molgan.cli import app
 from molgan.data import (
@@ -143,6 +144,20 @@ def test_load_dataset_without_usable_molecule(tmp_path: Path) -> None:
     empty = _write(tmp_path / "empty.csv", "smiles\n")
     with pytest.raises(ValueError, match="no usable molecule"):
         load_dataset(empty, cache_dir=tmp_path)
+
+
+def test_worker_pool_matches_serial(tmp_path: Path, qm9_smiles: list[str],
+                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    lines = qm9_smiles[::200] + MIXED_LINES + qm9_smiles[::201]
+    path = _write(tmp_path / "mols.smi", "\n".join(lines) + "\n")
+    serial = load_dataset(path, use_cache=False, workers=1)
+    monkeypatch.setattr(data, "_PARALLEL_MIN", 1)  # let a small file use the pool
+    monkeypatch.setattr(data, "_CHUNK", 97)  # many chunks with different local label tables
+    pooled = load_dataset(path, use_cache=False, workers=2)
+    assert pooled.smiles == serial.smiles and pooled.vocab == serial.vocab
+    assert torch.equal(pooled.atoms, serial.atoms) and torch.equal(pooled.bonds, serial.bonds)
+    assert pooled.report == serial.report
+    assert serial.report.skipped["duplicate"] >= 2
 
 
 def test_max_atoms_setting(tmp_path: Path) -> None:

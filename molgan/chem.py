@@ -12,7 +12,15 @@ returns is canonical *non-isomeric* SMILES (:func:`canonical` and :func:`decode`
 convention, so comparing their outputs is meaningful).
 
 Decoding is honest: a graph that RDKit refuses to sanitize decodes to ``None``; no valence
-repair or hydrogen fixing happens here.
+repair or hydrogen fixing happens here. RDKit's sanitization "cleanup" step is skipped for the
+same reason (it would turn a pentavalent neutral nitro graph N(=O)=O into [N+](=O)[O-]).
+Formal charges come from the atom labels ("N+", "O-"); hydrogens are whatever RDKit's default
+valence model gives the atom.
+
+Skip reasons raised by :func:`encode` (``EncodeError.reason``): ``unparseable``, ``empty``,
+``too_many_atoms``, ``unsupported_element`` (dummy atoms, hydrogens kept as atoms),
+``radical``, ``charge`` (|charge| > 3), ``unsupported_atom`` (label not in the vocab),
+``multi_fragment``, ``unsupported_bond`` (dative, quadruple, zero-order, ...), ``kekulize``.
 """
 
 from __future__ import annotations
@@ -39,7 +47,6 @@ _RDKIT_BONDS: tuple[Chem.BondType, ...] = (
     Chem.BondType.DOUBLE,
     Chem.BondType.TRIPLE,
 )
-_BOND_ORDER = {Chem.BondType.SINGLE: 1, Chem.BondType.DOUBLE: 2, Chem.BondType.TRIPLE: 3}
 _LABEL_RE = re.compile(r"^([A-Z][a-z]?)(\+{1,3}|-{1,3})?$")
 _PTABLE = Chem.GetPeriodicTable()
 # Full sanitization minus the "cleanup" steps: those rewrite hypervalent groups (N(=O)=O into

@@ -465,11 +465,18 @@ def load_dataset(
 ) -> MolDataset:
     """Featurize a molecule file (default: bundled QM9) into a :class:`MolDataset`.
 
-    Molecules are skipped, never fatal, and counted by reason: ``unparseable``,
-    ``unsupported_element``, ``too_many_atoms``, ``multi_fragment``, ``unsupported_atom``
-    (only with a given ``vocab``), ``duplicate`` (same canonical SMILES), ... . The result is
-    cached under ``cache_dir`` (default ``$MOLGAN_CACHE_DIR`` or ``~/.cache/molgan``);
-    ``workers`` = 0 picks up to two processes for large files.
+    Molecules are skipped, never fatal, and counted by reason: every ``EncodeError`` reason
+    of :mod:`molgan.chem` (``unparseable``, ``too_many_atoms``, ``multi_fragment``,
+    ``unsupported_atom`` -- only possible with a given ``vocab`` --, ...), plus
+    ``roundtrip_mismatch`` (the graph does not decode back to the molecule, e.g. an unusual
+    hydrogen count) and ``duplicate`` (same canonical SMILES as an earlier row; the first is
+    kept). Rows keep file order; ``smiles`` holds canonical non-isomeric SMILES.
+
+    The result is cached under ``cache_dir`` (default ``$MOLGAN_CACHE_DIR`` or
+    ``~/.cache/molgan``), keyed by the file's bytes and the settings; ``use_cache=False``
+    neither reads nor writes it, ``cache_hit`` on the result says whether it was read.
+    ``workers`` = 0 picks up to two processes for large files. Raises FileNotFoundError for
+    a missing file and ValueError for an unsupported one or when no molecule is usable.
     """
     src = qm9_path() if path is None else Path(path)
     src, _, _ = _check_path(src)

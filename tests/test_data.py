@@ -119,6 +119,15 @@ def test_load_dataset_skips_and_counts(tmp_path: Path, caplog: pytest.LogCapture
     assert decode_batch(ds.atoms, ds.bonds, ds.vocab) == ds.smiles
 
 
+def test_hydrogen_counts_a_graph_cannot_carry_are_skipped(tmp_path: Path) -> None:
+    # Hypervalent hydrides: the graph would decode to PH3 / dimethyl sulfide instead.
+    path = _write(tmp_path / "h.smi", "[PH5]\nC[SH2]C\nCC\nO=[SH2]\nC[SiH3]\n")
+    ds = load_dataset(path, use_cache=False)
+    assert ds.report.skipped == {"roundtrip_mismatch": 3}
+    assert ds.smiles == ["CC", "C[SiH3]"]
+    assert ds.vocab.atoms == ("*", "C", "Si")  # labels of skipped molecules do not enter
+
+
 def test_load_dataset_with_fixed_vocab(tmp_path: Path, qm9_vocab: Vocab) -> None:
     path = _write(tmp_path / "mols.csv", "smiles\nCCO\nCCCl\nCS\nC[N-]C\n")
     ds = load_dataset(path, vocab=qm9_vocab, cache_dir=tmp_path)

@@ -118,6 +118,16 @@ class Config(_Section):
     sampling: SamplingConfig = SamplingConfig()
     train: TrainConfig = TrainConfig()
 
+    @model_validator(mode="after")
+    def _packs_fit(self) -> Config:
+        # Otherwise the critic fails at the first step, after the data has been loaded.
+        if self.train.batch_size % self.model.pack:
+            raise ValueError(
+                f"train.batch_size ({self.train.batch_size}) must be a multiple of "
+                f"model.pack ({self.model.pack})"
+            )
+        return self
+
 
 class ConfigError(ValueError):
     """A config file or override that does not describe a valid run."""
@@ -137,14 +147,26 @@ def parse_overrides(overrides: list[str]) -> dict[str, Any]:
             if not isinstance(child, dict):
                 raise ConfigError(f"override {item!r} conflicts with an earlier override")
             node = child
-        node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else None
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"override {item!r}: the value is not valid YAML ({exc})") from None
+        # A mapping given as a value replaces the configured mapping instead of merging into it,
+        # so `reward.weights={qed: 1}` means exactly that.
+        node[parts[-1]] = _Replace(value) if isinstance(value, dict) else value
     return nested
+
+
+class _Replace(dict):  # type: ignore[type-arg]
+    """A mapping value from an override (as opposed to a section named by a dotted key)."""
 
 
 def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     out = dict(base)
     for key, value in extra.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
+        if isinstance(value, _Replace):
+            out[key] = dict(value)
+        elif isinstance(value, dict) and isinstance(out.get(key), dict):
             out[key] = _merge(out[key], value)
         else:
             out[key] = value
@@ -152,12 +174,15 @@ def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
 
 
 def config_from_dict(data: dict[str, Any], overrides: list[str] | None = None) -> Config:
+    if not isinstance(data, dict):
+        raise ConfigError(f"a config must be a mapping of sections, got {type(data).__name__}")
     merged = _merge(data, parse_overrides(overrides or []))
     try:
         return Config.model_validate(merged)
     except ValidationError as exc:
         problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
+            ": ".join(part for part in (".".join(str(p) for p in err["loc"]), err["msg"]) if part)
+            for err in exc.errors()
         )
         raise ConfigError(f"invalid config: {problems}") from None
 
@@ -169,7 +194,10 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         path = Path(path)
         if not path.is_file():
             raise ConfigError(f"config file not found: {path}")
-        loaded = yaml.safe_load(path.read_text())
+        try:
+            loaded = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path} is not valid YAML: {exc}") from None
         if loaded is not None and not isinstance(loaded, dict):
             raise ConfigError(f"{path}: a config must be a mapping of sections")
         data = loaded or {}

@@ -12,6 +12,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from molgan.chem import PAD_LABEL, Vocab
+from molgan.data import MolDataset, load_dataset
 from molgan.gumbel import Estimator, Schedule
 
 
@@ -26,9 +28,24 @@ class DataConfig(_Section):
     """N: heavy atoms per graph. Molecules with more are skipped."""
     smiles_column: str | None = None
     """CSV column holding SMILES (default: ``smiles`` in any case)."""
+    atoms: tuple[str, ...] | None = None
+    """Atom vocabulary (labels such as ``C``, ``N+``; the padding label is added). ``None``: every
+    atom type that occurs in the data. Molecules with other atoms are skipped."""
     split_seed: int = 0
     val_fraction: float = Field(0.05, ge=0.0, lt=0.5)
     test_fraction: float = Field(0.1, ge=0.0, lt=0.5)
+
+    def vocab(self) -> Vocab | None:
+        """The fixed vocabulary this config asks for, if any."""
+        if self.atoms is None:
+            return None
+        return Vocab(atoms=(PAD_LABEL, *(a for a in self.atoms if a != PAD_LABEL)), max_atoms=self.max_atoms)
+
+    def load(self) -> MolDataset:
+        """The dataset this section describes (featurized once, then read from the cache)."""
+        return load_dataset(
+            self.path, max_atoms=self.max_atoms, vocab=self.vocab(), smiles_column=self.smiles_column
+        )
 
     @property
     def fractions(self) -> tuple[float, float, float]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from molgan.data import load_dataset
 from molgan.metrics import evaluate_smiles
 from molgan.sampling import MoleculeSampler, SamplingMode
 
@@ -25,7 +24,7 @@ def evaluate_sampler(
     against its test split, both rebuilt from the config stored in the checkpoint.
     """
     data_cfg = sampler.config.data
-    dataset = load_dataset(data_cfg.path, max_atoms=data_cfg.max_atoms, smiles_column=data_cfg.smiles_column)
+    dataset = data_cfg.load()
     train_idx, _, test_idx = dataset.split(data_cfg.split_seed, data_cfg.fractions)
     train_smiles = {dataset.smiles[i] for i in train_idx.tolist()}
     reference = [dataset.smiles[i] for i in test_idx.tolist()]

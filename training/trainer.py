@@ -35,7 +35,7 @@ from tqdm.auto import tqdm
 from molgan.checkpoint import Checkpoint, CheckpointError, CheckpointWriter, load_checkpoint, load_state
 from molgan.chem import Vocab, decode_batch
 from molgan.config import Config, config_from_dict
-from molgan.data import MolDataset, load_dataset
+from molgan.data import MolDataset
 from molgan.gumbel import temperature
 from molgan.metrics import evaluate_smiles
 from molgan.models import Graphs, build_discriminator, build_generator, build_reward_network
@@ -94,9 +94,7 @@ class Trainer:
         torch.manual_seed(cfg.seed)  # only dropout draws from the global generator
         self.rng = torch.Generator().manual_seed(cfg.seed)
 
-        data = dataset if dataset is not None else load_dataset(
-            config.data.path, max_atoms=config.data.max_atoms, smiles_column=config.data.smiles_column
-        )
+        data = dataset if dataset is not None else config.data.load()
         self.vocab: Vocab = data.vocab
         train_idx, _, _ = data.split(config.data.split_seed, config.data.fractions)
         self.train_atoms = data.atoms[train_idx].long()

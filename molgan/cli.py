@@ -231,3 +231,57 @@ def evaluate(
     for key, value in metrics.items():
         shown = f"{value:.4f}" if isinstance(value, float) else str(value)
         typer.echo(f"{key:<{width}}  {shown}")
+
+
+# --------------------------------------------------------------------------- serve
+
+
+@app.command()
+def serve(
+    checkpoint: Annotated[
+        Path | None,
+        typer.Option(help="Checkpoint to serve (default: $MOLGAN_CHECKPOINT, else the bundled QM9 one)."),
+    ] = None,
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 8000,
+    workers: Annotated[
+        int, typer.Option(min=1, max=64, help="Server processes; each loads the model and samples.")
+    ] = 1,
+) -> None:
+    """Serve the HTTP API with uvicorn: /v1/generate, /v1/depict, /v1/model, /docs and a page at /.
+
+    Other settings come from MOLGAN_* environment variables (see api/settings.py).
+    """
+    import copy
+    import os
+
+    import uvicorn
+    from pydantic import ValidationError
+
+    from api.settings import get_settings
+    from molgan.checkpoint import CheckpointError
+    from molgan.sampling import MoleculeSampler
+
+    if checkpoint is not None:
+        # Through the environment, so that every worker process reads the same settings.
+        os.environ["MOLGAN_CHECKPOINT"] = str(checkpoint.resolve())
+    get_settings.cache_clear()
+    try:
+        settings = get_settings()
+    except ValidationError as exc:
+        raise _fail(f"invalid MOLGAN_* setting: {exc}") from None
+    # A checkpoint that cannot be loaded is one message and a non-zero exit here, rather than
+    # each worker process failing (and being restarted) at start-up.
+    try:
+        MoleculeSampler.load(settings.checkpoint)
+    except CheckpointError as exc:
+        raise _fail(str(exc)) from None
+    log_config = copy.deepcopy(uvicorn.config.LOGGING_CONFIG)
+    log_config["loggers"]["molgan"] = {"handlers": ["default"], "level": "INFO", "propagate": False}
+    uvicorn.run(
+        "api.app:create_app", factory=True, host=host, port=port, workers=workers,
+        log_config=log_config, timeout_graceful_shutdown=3,
+    )
+
+
+# --------------------------------------------------------------------------- end serve

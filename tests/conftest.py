@@ -117,3 +117,13 @@ def toy_checkpoint(
     )
     writer.add_module("generator", generator)
     return writer.write(tmp_path_factory.mktemp("toy") / "toy.safetensors")
+
+
+@pytest.fixture(scope="session")
+def api_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A checkpoint with the architecture of configs/debug.yaml for the HTTP service tests
+    (see tests/api_support.py: it samples a mix of valid, invalid and repeated molecules)."""
+    from tests.api_support import write_template_checkpoint
+
+    path = tmp_path_factory.mktemp("api") / "debug.safetensors"
+    return write_template_checkpoint(load_config(DEBUG_CONFIG), path)

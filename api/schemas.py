@@ -1,0 +1,119 @@
+"""Request and response bodies of the HTTP API; they are also what /openapi.json describes."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+# Seeds are echoed to browsers, whose JSON numbers are exact only up to 2^53 - 1.
+MAX_SEED = 2**53 - 1
+MAX_TEMPERATURE = 100.0
+
+
+class GenerateRequestBase(BaseModel):
+    # strict: "5" is not a number and 1 is not true; extra: a misspelt field is an error, not ignored.
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    n: int
+    seed: int | None = Field(
+        None, ge=0, le=MAX_SEED,
+        description="Random seed; the same seed and settings give the same molecules. "
+        "Omitted: a random seed, returned in stats.seed.",
+    )
+    temperature: float | None = Field(
+        None, gt=0, le=MAX_TEMPERATURE, allow_inf_nan=False,
+        description="Gumbel-Max sampling temperature; setting it samples instead of taking the most likely "
+        "graph (mode 'gumbel') unless mode says otherwise.",
+    )
+    mode: Literal["argmax", "gumbel"] | None = Field(
+        None, description="'argmax': the most likely graph for each noise vector; 'gumbel': sample it. "
+        "Omitted: 'gumbel' when a temperature is given, else the checkpoint's own setting.",
+    )
+    valid_only: bool = Field(False, description="Keep sampling until n valid molecules (or the attempt cap).")
+    unique: bool = Field(False, description="Drop repeated molecules (and invalid ones), keep sampling.")
+    properties: bool = Field(False, description="Add QED, logP, SA score and molecular weight.")
+
+
+def generate_request_model(max_molecules: int) -> type[GenerateRequestBase]:
+    """The request body with this server's limit on ``n`` written into its schema."""
+
+    class GenerateRequest(GenerateRequestBase):
+        n: int = Field(
+            min(10, max_molecules), ge=1, le=max_molecules, description="Number of molecules to return."
+        )
+
+    return GenerateRequest
+
+
+class Molecule(BaseModel):
+    smiles: str | None = Field(description="Canonical SMILES; null when the graph does not sanitize.")
+    valid: bool = Field(description="Sanitizes in RDKit and is one connected molecule.")
+    qed: float | None = Field(None, description="With properties: QED drug-likeness; null if invalid.")
+    logp: float | None = Field(None, description="With properties: Crippen logP; null if invalid.")
+    sa: float | None = Field(None, description="With properties: synthetic accessibility 1 (easy)..10.")
+    mol_weight: float | None = Field(None, description="With properties: molecular weight in g/mol.")
+
+
+class GenerateStats(BaseModel):
+    requested: int = Field(description="n of the request.")
+    returned: int = Field(description="Molecules in this answer (less than requested if it fell short).")
+    sampled: int = Field(description="Raw samples drawn to find them.")
+    valid: int = Field(description="Valid molecules in this answer.")
+    unique: int = Field(description="Distinct valid molecules in this answer.")
+    fell_short: bool = Field(description="The attempt cap was reached before n molecules passed the filters.")
+    seed: int = Field(description="The seed used; send it again to get the same molecules.")
+    mode: Literal["argmax", "gumbel"] = Field(description="How graphs were taken from the generator.")
+    temperature: float | None = Field(description="Sampling temperature (null for argmax).")
+    elapsed_ms: float = Field(description="Time the server spent on the request, queueing included.")
+
+
+class ModelSummary(BaseModel):
+    name: str = Field(description="Name of the training configuration.")
+    step: int | None = Field(description="Generator steps the checkpoint was trained for.")
+    checkpoint: str = Field(description="Checkpoint file the server loaded.")
+
+
+class GenerateResponse(BaseModel):
+    molecules: list[Molecule]
+    stats: GenerateStats
+    model: ModelSummary
+
+
+class Vocabulary(BaseModel):
+    atoms: list[str] = Field(description="Atom labels; '*' is 'no atom'.")
+    max_atoms: int = Field(description="Heavy atoms per graph, at most.")
+    bonds: list[str] = Field(description="Bond labels; 'none' is 'no bond'.")
+
+
+class SamplingDefaults(BaseModel):
+    mode: Literal["argmax", "gumbel"]
+    temperature: float
+
+
+class Limits(BaseModel):
+    max_molecules: int = Field(description="Largest n of POST /v1/generate.")
+    max_body_bytes: int
+    request_timeout_s: float
+
+
+class ModelInfo(ModelSummary):
+    vocab: Vocabulary
+    sampling: SamplingDefaults = Field(description="Used when a request sets neither mode nor temperature.")
+    z_dim: int = Field(description="Size of the generator's noise vector.")
+    metrics: dict[str, Any] = Field(description="Evaluation metrics saved with the checkpoint.")
+    versions: dict[str, str] = Field(description="Package versions the checkpoint was written with.")
+    limits: Limits
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+
+
+class Readiness(BaseModel):
+    status: Literal["ready", "not ready"]
+    model: str | None = None
+
+
+class ErrorMessage(BaseModel):
+    detail: str

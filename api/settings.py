@@ -1,0 +1,58 @@
+"""Service settings, read from ``MOLGAN_*`` environment variables (or passed in directly).
+
+    MOLGAN_CHECKPOINT=/models/qm9.safetensors MOLGAN_MAX_MOLECULES=500 molgan serve
+
+The checkpoint comes only from here: no request can name a file on the server.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="MOLGAN_", extra="ignore", frozen=True)
+
+    checkpoint: Path | None = None
+    """Checkpoint to serve; ``None`` is the QM9 checkpoint bundled with the package."""
+    max_molecules: int = Field(1000, ge=1, le=100_000)
+    """Largest ``n`` one ``POST /v1/generate`` may ask for."""
+    request_timeout_s: float = Field(30.0, gt=0, le=3600)
+    """Longest a request waits for its molecules, queueing included; then 504."""
+    worker_threads: int = Field(default_factory=lambda: min(4, os.cpu_count() or 1), ge=1, le=64)
+    """Threads that sample (per server process)."""
+    torch_threads: int | None = Field(None, ge=1, le=256)
+    """Intra-op threads of torch; ``None``: the CPU count divided among the worker threads."""
+    max_queue: int = Field(32, ge=0, le=10_000)
+    """Requests that may wait for a free worker thread; more are answered 503 with Retry-After."""
+    retry_after_s: int = Field(1, ge=1, le=3600)
+    """The Retry-After value (seconds) sent with 503 answers."""
+    max_body_bytes: int = Field(64 * 1024, ge=1024, le=16 * 1024 * 1024)
+    """Larger request bodies are refused with 413."""
+    cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    """Origins allowed to call the API from a browser (comma-separated in the environment);
+    empty: same origin only."""
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    def effective_torch_threads(self) -> int:
+        if self.torch_threads is not None:
+            return self.torch_threads
+        return max(1, (os.cpu_count() or 1) // self.worker_threads)
+
+
+@functools.lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The settings of this process, read once; ``get_settings.cache_clear()`` re-reads them."""
+    return Settings()

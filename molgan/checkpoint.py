@@ -136,6 +136,8 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         meta = json.loads(header["molgan"])
     except (KeyError, json.JSONDecodeError):
         raise CheckpointError(f"{path} is a safetensors file but not a molgan checkpoint") from None
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{path} is a safetensors file but its molgan metadata is not a mapping")
     if meta.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a molgan checkpoint (format {meta.get('format')!r})")
     if meta.get("format_version") != FORMAT_VERSION:

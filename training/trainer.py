@@ -34,7 +34,7 @@ from tqdm.auto import tqdm
 
 from molgan.checkpoint import Checkpoint, CheckpointError, CheckpointWriter, load_checkpoint, load_state
 from molgan.chem import Vocab, decode_batch
-from molgan.config import Config, config_from_dict
+from molgan.config import Config, ConfigError, config_from_dict
 from molgan.data import MolDataset
 from molgan.gumbel import temperature
 from molgan.metrics import evaluate_smiles
@@ -59,7 +59,10 @@ def gradient_penalty(
     atoms = (eps * real.atoms + (1 - eps) * fake.atoms).requires_grad_(True)
     bonds = (eps.unsqueeze(-1) * real.bonds + (1 - eps.unsqueeze(-1)) * fake.bonds).requires_grad_(True)
     score = critic(atoms, bonds)
-    grad_atoms, grad_bonds = torch.autograd.grad(score.sum(), (atoms, bonds), create_graph=True)
+    # A critic that ignores its input has gradient 0 there, not an error.
+    grad_atoms, grad_bonds = torch.autograd.grad(
+        score.sum(), (atoms, bonds), create_graph=True, allow_unused=True, materialize_grads=True
+    )
     groups = score.shape[0]
     squared = grad_atoms.reshape(groups, -1).pow(2).sum(1) + grad_bonds.reshape(groups, -1).pow(2).sum(1)
     norm = torch.sqrt(squared + 1e-12)
@@ -252,10 +255,19 @@ class Trainer:
         return writer.write(self.run_dir / name)
 
     def restore(self, ckpt: Checkpoint) -> None:
-        saved = config_from_dict(ckpt.meta["config"])
+        try:
+            saved = config_from_dict(ckpt.meta.get("config"))
+            vocab = Vocab.from_dict(ckpt.meta.get("vocab"))
+            state = dict(ckpt.meta["train_state"])
+            memory = state.pop("reward_memory", [])
+            train_state = TrainState(**state)
+        except (KeyError, TypeError, ValueError) as exc:  # ConfigError is a ValueError
+            raise CheckpointError(
+                f"{ckpt.path}: metadata lacks a usable config, vocabulary or training state: {exc}"
+            ) from None
         if saved.model != self.config.model:
             raise CheckpointError(f"{ckpt.path}: model settings differ from the config of this run")
-        if Vocab.from_dict(ckpt.meta["vocab"]) != self.vocab:
+        if vocab != self.vocab:
             raise CheckpointError(f"{ckpt.path}: vocabulary differs from this run's dataset")
         load_state(self.generator, ckpt.state_dict("generator"), "generator")
         load_state(self.discriminator, ckpt.state_dict("discriminator"), "discriminator")
@@ -266,9 +278,8 @@ class Trainer:
             self.opt_r.load_state_dict(ckpt.optimizer_state("reward"))
         self.rng.set_state(ckpt.rng_state("train"))
         torch.set_rng_state(ckpt.rng_state("global"))
-        state = dict(ckpt.meta["train_state"])
-        self.reward_fn.load_memory_state(state.pop("reward_memory", []))
-        self.state = TrainState(**state)
+        self.reward_fn.load_memory_state(memory)
+        self.state = train_state
 
     # ------------------------------------------------------------------------------------ loop
     @contextmanager
@@ -339,6 +350,10 @@ def resume_trainer(run_dir: str | Path, overrides: list[str] | None = None, **kw
     may change run-length settings such as ``train.steps`` or ``train.max_minutes``)."""
     run_dir = Path(run_dir)
     ckpt = load_checkpoint(run_dir / LAST)
+    try:
+        config_from_dict(ckpt.meta.get("config"))
+    except ConfigError as exc:
+        raise CheckpointError(f"{ckpt.path} holds no usable config: {exc}") from None
     config = config_from_dict(ckpt.meta["config"], overrides)
     trainer = Trainer(config, run_dir, **kwargs)
     trainer.restore(ckpt)

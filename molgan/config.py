@@ -119,7 +119,9 @@ class TrainConfig(_Section):
     Gumbel-Max samples."""
     entropy_weight: float = Field(0.0, ge=0.0)
     """Bonus on the per-choice entropy of the generator's categoricals (REINFORCE only)."""
-    baseline_momentum: float = Field(0.9, ge=0.0, lt=1.0)
+    mode_seeking_weight: float = Field(0.0, ge=0.0)
+    """Weight of a mode-seeking term (Mao et al. 2019) that rewards different noise vectors for
+    giving different graph distributions, so that the noise, not only the sampling, carries variety."""
     eval_every: int = Field(1000, ge=1)
     eval_samples: int = Field(2000, ge=10)
     checkpoint_every: int = Field(1000, ge=1)

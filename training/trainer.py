@@ -38,7 +38,7 @@ from molgan.config import Config, ConfigError, config_from_dict
 from molgan.data import MolDataset
 from molgan.gumbel import temperature
 from molgan.metrics import evaluate_smiles
-from molgan.models import Graphs, build_discriminator, build_generator, build_reward_network
+from molgan.models import GraphLogits, Graphs, build_discriminator, build_generator, build_reward_network
 from molgan.rewards import RewardFunction
 
 log = logging.getLogger(__name__)
@@ -67,6 +67,17 @@ def gradient_penalty(
     squared = grad_atoms.reshape(groups, -1).pow(2).sum(1) + grad_bonds.reshape(groups, -1).pow(2).sum(1)
     norm = torch.sqrt(squared + 1e-12)
     return (norm - 1).pow(2).mean()
+
+
+def mode_seeking_ratio(z: torch.Tensor, logits: GraphLogits) -> torch.Tensor:
+    """Mean of ``d(p(z1), p(z2)) / d(z1, z2)`` (mean absolute differences) over the two halves of a
+    batch, where ``p`` are the per-choice probabilities: large when nearby noise vectors give
+    different graphs."""
+    half = z.shape[0] // 2
+    probs = torch.cat([F.softmax(logits.atoms, -1).flatten(1), F.softmax(logits.pairs, -1).flatten(1)], 1)
+    d_out = (probs[:half] - probs[half : 2 * half]).abs().mean(1)
+    d_z = (z[:half] - z[half : 2 * half]).abs().mean(1)
+    return (d_out / (d_z + 1e-8)).mean()
 
 
 @dataclass
@@ -169,7 +180,8 @@ class Trainer:
 
     def generator_step(self, tau: float) -> dict[str, float]:
         cfg = self.config.train
-        logits = self.generator(self.generator.noise(cfg.batch_size, self.rng))
+        z = self.generator.noise(cfg.batch_size, self.rng)
+        logits = self.generator(z)
         fake = logits.relax(self.config.model.estimator, tau, self.rng)
         stats: dict[str, float] = {}
         wgan = -self.discriminator(fake.atoms, fake.bonds).mean()
@@ -197,6 +209,10 @@ class Trainer:
                 rl = -self.reward_net(fake.atoms, fake.bonds).mean()
 
         loss = cfg.lam * wgan + (1.0 - cfg.lam) * rl if rl_on else wgan
+        if cfg.mode_seeking_weight > 0:
+            ms = mode_seeking_ratio(z, logits)
+            stats["mode_seeking"] = ms.item()
+            loss = loss - cfg.mode_seeking_weight * ms
         self.opt_g.zero_grad(set_to_none=True)
         loss.backward()
         self.opt_g.step()

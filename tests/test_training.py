@@ -22,7 +22,7 @@ from molgan.cli import app
 from molgan.config import Config, load_config
 from molgan.models import Graphs
 from molgan.sampling import MoleculeSampler
-from tests.conftest import DEBUG_CONFIG
+from tests.conftest import DEBUG_CONFIG, REPO_ROOT
 from training.trainer import BEST, LAST, Trainer, gradient_penalty, resume_trainer
 
 N, A, E, B = 4, 3, 2, 6
@@ -277,6 +277,8 @@ def test_sigterm_stops_a_real_training_process_and_resume_continues(
          "--set", f"data.path={small_smiles_path}", "--set", "train.steps=1000000",
          "--set", "train.eval_every=5"],
         cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        # The code under test, wherever the package is installed from.
+        env={**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO_ROOT), os.environ.get("PYTHONPATH", "")])},
     )
     metrics = run_dir / "metrics.jsonl"
     try:

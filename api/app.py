@@ -219,7 +219,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.post(
         "/v1/generate",
         response_model=GenerateResponse,
-        responses={**busy, 504: {"model": ErrorMessage, "description": "Took longer than the timeout."}},
+        responses={
+            400: {"model": ErrorMessage, "description": "Unreadable body (not UTF-8, nested too deep)."},
+            413: {"model": ErrorMessage, "description": "The body is larger than the limit."},
+            **busy,
+            504: {"model": ErrorMessage, "description": "Took longer than the timeout."},
+        },
         summary="Generate molecules",
         tags=["molecules"],
     )

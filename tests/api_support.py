@@ -16,6 +16,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -111,19 +112,24 @@ class ServerProcess:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.process: subprocess.Popen[bytes] | None = None
-        self.log = b""
+        # A file, not a pipe: a pipe nobody reads fills up with access-log lines and blocks the server.
+        self._log = tempfile.TemporaryFile()  # noqa: SIM115 (closed in __exit__)
+
+    @property
+    def log(self) -> str:
+        """What the server wrote to stdout and stderr so far."""
+        self._log.seek(0)
+        return self._log.read().decode(errors="replace")
 
     def __enter__(self) -> ServerProcess:
         command = [sys.executable, "-c", "from molgan.cli import app; app()", "serve",
                    "--checkpoint", str(self.checkpoint), "--host", "127.0.0.1", "--port", str(self.port),
                    "--workers", str(self.workers)]
-        self.process = subprocess.Popen(command, env=self.env, stdout=subprocess.PIPE,
-                                        stderr=subprocess.STDOUT)
+        self.process = subprocess.Popen(command, env=self.env, stdout=self._log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + self.start_timeout_s
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                self.log = self.process.stdout.read() if self.process.stdout else b""
-                raise RuntimeError(f"server exited with {self.process.returncode}: {self.log.decode()}")
+                raise RuntimeError(f"server exited with {self.process.returncode}: {self.log}")
             try:
                 if httpx.get(f"{self.url}/ready", timeout=1.0).status_code == 200:
                     return self
@@ -131,7 +137,7 @@ class ServerProcess:
                 pass
             time.sleep(0.1)
         self.stop()
-        raise RuntimeError(f"server not ready within {self.start_timeout_s} s: {self.log.decode()}")
+        raise RuntimeError(f"server not ready within {self.start_timeout_s} s: {self.log}")
 
     @property
     def pid(self) -> int:
@@ -148,10 +154,8 @@ class ServerProcess:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
-        if self.process.stdout:
-            self.log += self.process.stdout.read()
-            self.process.stdout.close()
         return self.process.returncode
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+        self._log.close()

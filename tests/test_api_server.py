@@ -1,0 +1,77 @@
+"""The service as deployed: `molgan serve` (uvicorn) in its own process, called over loopback HTTP."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from typer.testing import CliRunner
+
+from api.settings import get_settings
+from molgan.cli import app
+from tests.api_support import ServerProcess, free_port
+
+
+def test_molgan_serve_answers_over_http_and_stops_on_sigterm(api_checkpoint: Path) -> None:
+    with ServerProcess(api_checkpoint, env={"MOLGAN_MAX_MOLECULES": "50"}) as server, httpx.Client(
+        base_url=server.url, timeout=30
+    ) as http:
+        assert http.get("/health").json() == {"status": "ok"}
+        body = {"n": 12, "seed": 4, "properties": True}
+        first, second = http.post("/v1/generate", json=body), http.post("/v1/generate", json=body)
+        assert first.status_code == second.status_code == 200
+        assert first.json()["molecules"] == second.json()["molecules"]
+        assert len(first.json()["molecules"]) == 12
+        assert first.json()["model"]["checkpoint"] == str(api_checkpoint)
+        assert http.post("/v1/generate", json={"n": 51}).status_code == 422  # the environment's limit
+        smiles = next(m["smiles"] for m in first.json()["molecules"] if m["valid"])
+        svg = http.get("/v1/depict", params={"smiles": smiles})
+        assert svg.status_code == 200 and svg.headers["content-type"].startswith("image/svg+xml")
+        assert 'molgan_molecules_generated_total 24.0' in http.get("/metrics").text
+        assert http.get("/").headers["content-type"].startswith("text/html")
+        started = time.monotonic()
+        code = server.stop()
+        stopped_in = time.monotonic() - started
+        log = server.log
+    # uvicorn shuts down cleanly, then lets the SIGTERM end the process as the signal's default.
+    assert code in (0, -signal.SIGTERM), log
+    assert stopped_in < 5
+    assert "Application startup complete" in log and "Finished server process" in log
+    assert "Traceback" not in log
+
+
+def test_serve_with_a_missing_checkpoint_exits_with_the_message(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    missing = tmp_path / "missing.safetensors"
+    monkeypatch.setenv("MOLGAN_CHECKPOINT", str(missing))  # restored afterwards: serve sets it
+    get_settings.cache_clear()
+    try:
+        result = CliRunner().invoke(app, ["serve", "--checkpoint", str(missing), "--port", str(free_port())])
+    finally:
+        get_settings.cache_clear()
+    assert result.exit_code == 2
+    assert result.stderr.strip() == f"error: checkpoint not found: {missing}"
+    assert result.stdout == ""
+
+
+@pytest.mark.slow
+def test_uvicorn_with_a_broken_checkpoint_logs_one_line_and_exits(
+    tmp_path: Path, api_checkpoint: Path
+) -> None:
+    broken = tmp_path / "broken.safetensors"
+    broken.write_bytes(api_checkpoint.read_bytes()[:300])
+    result = subprocess.run(
+        [sys.executable, "-m", "uvicorn", "--factory", "api.app:create_app", "--port", str(free_port())],
+        capture_output=True, text=True, timeout=60, env={**os.environ, "MOLGAN_CHECKPOINT": str(broken)},
+    )
+    assert result.returncode == 3  # uvicorn: start-up failed
+    errors = [line for line in result.stderr.splitlines() if "cannot start" in line]
+    assert len(errors) == 1 and str(broken) in errors[0] and "truncated or corrupted" in errors[0]
+    assert "Traceback" not in result.stderr

@@ -224,6 +224,9 @@ def evaluate(
         metrics = evaluate_sampler(sampler, n, seed=seed, mode=mode, temperature=temperature, fcd=fcd)
     except ImportError as exc:
         raise _fail(str(exc)) from None
+    except (FileNotFoundError, ValueError) as exc:
+        # Novelty and FCD are measured against the dataset named in the checkpoint's config.
+        raise _fail(f"cannot load the checkpoint's dataset: {exc}") from None
     if as_json:
         typer.echo(json.dumps(metrics, indent=2, sort_keys=True))
         return

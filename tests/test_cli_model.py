@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import csv
 import json
 import shutil
@@ -11,7 +12,7 @@ import pytest
 from rdkit import Chem
 from typer.testing import CliRunner
 
-from molgan.checkpoint import load_checkpoint
+from molgan.checkpoint import CheckpointWriter, load_checkpoint
 from molgan.cli import app
 from molgan.config import load_config
 from molgan.metrics import properties
@@ -232,6 +233,19 @@ def test_evaluate_json_scores_the_samples(toy_checkpoint: Path) -> None:
     for key in METRICS_IN_UNIT_RANGE:
         assert 0.0 <= metrics[key] <= 1.0, key
     assert metrics["mode"] == "gumbel"
+
+
+def test_evaluate_without_the_checkpoint_dataset_fails_clearly(toy_checkpoint: Path, tmp_path: Path) -> None:
+    ckpt = load_checkpoint(toy_checkpoint)
+    meta = copy.deepcopy(ckpt.meta)
+    meta["config"]["data"]["path"] = str(tmp_path / "moved-away.smi")
+    writer = CheckpointWriter(meta)
+    writer.tensors = dict(ckpt.tensors)
+    moved = writer.write(tmp_path / "moved.safetensors")
+    code, _, err = invoke("evaluate", moved, "-n", "20")
+    assert code != 0
+    assert "cannot load the checkpoint's dataset" in err and "moved-away.smi" in err
+    assert "Traceback" not in err
 
 
 def test_evaluate_table(toy_checkpoint: Path) -> None:

@@ -72,6 +72,17 @@ class ConstantCritic(nn.Module):
         return self.b.expand(atoms.shape[0])
 
 
+class ZeroLinearCritic(LinearCritic):
+    """The linear critic at w = 0: its input gradient is w itself, so the penalty's gradient with
+    respect to w passes through the norm at 0."""
+
+    def __init__(self) -> None:
+        super().__init__(seed=0)
+        with torch.no_grad():
+            self.w_a.zero_()
+            self.w_b.zero_()
+
+
 def weight_norm(critic: LinearCritic) -> torch.Tensor:
     return torch.cat([critic.w_a.flatten(), critic.w_b.flatten()]).norm()
 
@@ -100,7 +111,7 @@ def test_gradient_penalty_norm_is_per_pack() -> None:
     torch.testing.assert_close(gp, expected)
 
 
-@pytest.mark.parametrize("critic_cls", [DeadReluCritic, ConstantCritic])
+@pytest.mark.parametrize("critic_cls", [ZeroLinearCritic, DeadReluCritic, ConstantCritic])
 def test_gradient_penalty_is_safe_where_the_critic_gradient_is_zero(critic_cls: type[nn.Module]) -> None:
     critic = critic_cls()
     real, fake = graphs(1), graphs(2)

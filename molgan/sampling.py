@@ -163,20 +163,25 @@ def sample_filtered(
     reproducible. Default cap: 20 n raw samples.
     """
     max_attempts = max(n, 20 * n) if max_attempts is None else max_attempts
-    base_seed = secrets.randbits(62) if seed is None else seed
+    seed = secrets.randbits(62) if seed is None else seed
+    # The first round uses `seed` itself, so without filters the result is `sampler.sample(n, seed)`;
+    # later rounds draw their seeds from a generator seeded by `seed`, so that neighbouring seeds
+    # share no rounds.
+    round_seeds = torch.Generator().manual_seed(seed)
+    round_seed = seed
     kept: list[Sample] = []
     seen: set[str] = set()
-    drawn, round_index = 0, 0
+    drawn = 0
     while len(kept) < n and drawn < max_attempts:
         # Ask for what is missing plus headroom for the expected rejects, within the cap.
         want = n - len(kept)
         batch = min(max_attempts - drawn, want if not (valid_only or unique) else 2 * want + 16)
-        for s in sampler.sample(batch, seed=base_seed + round_index, mode=mode, temperature=temperature):
+        for s in sampler.sample(batch, seed=round_seed, mode=mode, temperature=temperature):
             fresh = s.smiles is not None and s.smiles not in seen
             if (not valid_only or s.valid) and (not unique or fresh) and len(kept) < n:
                 kept.append(s)
                 if s.smiles is not None:
                     seen.add(s.smiles)
         drawn += batch
-        round_index += 1
+        round_seed = int(torch.randint(2**62, (1,), generator=round_seeds))
     return FilteredSamples(kept, drawn, n)

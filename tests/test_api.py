@@ -16,6 +16,7 @@ from fastapi.testclient import TestClient
 from pydantic import ValidationError
 
 from api.app import create_app
+from api.schemas import GenerateResponse
 from api.settings import Settings, get_settings
 from molgan.checkpoint import CheckpointError
 from molgan.metrics import is_valid, properties
@@ -52,6 +53,7 @@ def error_fields(response: Any) -> list[str]:
 
 def test_generate_returns_molecules_stats_and_model(client: TestClient, api_checkpoint: Path) -> None:
     out = generate(client, n=40, seed=3)
+    GenerateResponse.model_validate(out)
     molecules, stats = out["molecules"], out["stats"]
     assert len(molecules) == 40
     assert all(set(m) == {"smiles", "valid"} for m in molecules)  # no properties unless asked
@@ -117,7 +119,9 @@ def test_says_when_it_fell_short(client: TestClient) -> None:
 
 
 def test_properties(client: TestClient) -> None:
-    molecules = generate(client, n=30, seed=2, temperature=1.0, properties=True)["molecules"]
+    out = generate(client, n=30, seed=2, temperature=1.0, properties=True)
+    GenerateResponse.model_validate(out)
+    molecules = out["molecules"]
     assert any(m["smiles"] is None for m in molecules)
     for m in molecules:
         assert set(m) == {"smiles", "valid", "qed", "logp", "sa", "mol_weight"}

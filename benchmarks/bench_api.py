@@ -11,7 +11,7 @@ Target: HTTP median <= 1.3 x in-process median. CPU time is reported beside wall
 HTTP: the server's threads plus the client), because on a machine shared with other work wall
 time also counts waiting for a core.
 Without --checkpoint the bundled checkpoint is served, or, until there is one, the untrained
-configs/paper.yaml architecture (see benchmarks/api_common.py).
+configs/qm9.yaml architecture (see benchmarks/api_common.py).
 """
 
 from __future__ import annotations
@@ -36,13 +36,13 @@ Run = tuple[float, float, int]  # wall seconds, CPU seconds, valid molecules
 
 
 def compare(sampler: MoleculeSampler, http: HTTPConnection, server_pid: int, n: int, repeats: int,
-            temperature: float | None) -> dict[str, list[Run]]:
+            mode: str | None) -> dict[str, list[Run]]:
     """Alternating in-process and HTTP calls with the same seeds; two untimed warm-up calls each."""
-    extra = {} if temperature is None else {"temperature": temperature}
+    extra = {} if mode is None else {"mode": mode}
 
     def in_process(seed: int) -> Run:
         wall, cpu = time.perf_counter(), time.process_time()
-        samples = sampler.sample(n, seed=seed, temperature=temperature)
+        samples = sampler.sample(n, seed=seed, mode=mode)
         return time.perf_counter() - wall, time.process_time() - cpu, sum(s.valid for s in samples)
 
     def over_http(seed: int) -> Run:
@@ -72,7 +72,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=1000, help="molecules per call")
     parser.add_argument("--repeats", type=int, default=9, help="timed calls of each kind (>= 5)")
     parser.add_argument("--checkpoint", type=Path, default=None)
-    parser.add_argument("--config", type=Path, default=REPO / "configs" / "paper.yaml",
+    parser.add_argument("--config", type=Path, default=REPO / "configs" / "qm9.yaml",
                         help="architecture when no checkpoint exists")
     args = parser.parse_args()
     if args.repeats < 5:
@@ -87,9 +87,9 @@ def main() -> None:
                "MOLGAN_MAX_MOLECULES": str(max(args.n, 1000))}
         with ServerProcess(checkpoint, env=env) as server:
             http = HTTPConnection("127.0.0.1", server.port, timeout=60)  # one keep-alive connection
-            for label, temperature in ((f"{sampler.default_mode} (the checkpoint's default)", None),
-                                       ("gumbel, temperature 1.0", 1.0)):
-                results[label] = compare(sampler, http, server.pid, args.n, args.repeats, temperature)
+            other = "argmax" if sampler.default_mode == "gumbel" else "gumbel"
+            for label, mode in ((f"{sampler.default_mode} (the checkpoint's default)", None), (other, other)):
+                results[label] = compare(sampler, http, server.pid, args.n, args.repeats, mode)
             http.close()
 
     print(f"{described}; n = {args.n}; {args.repeats} timed calls of each; torch threads 1")

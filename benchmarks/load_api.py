@@ -160,7 +160,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1, help="server processes (molgan serve --workers)")
     parser.add_argument("--max-queue", type=int, default=None, help="MOLGAN_MAX_QUEUE for the server")
     parser.add_argument("--checkpoint", type=Path, default=None)
-    parser.add_argument("--config", type=Path, default=REPO / "configs" / "paper.yaml",
+    parser.add_argument("--config", type=Path, default=REPO / "configs" / "qm9.yaml",
                         help="architecture when no checkpoint exists")
     args = parser.parse_args()
     if not (1 <= args.clients <= 256 and 1 <= args.duration <= 600 and args.max_requests >= 1):

@@ -70,7 +70,8 @@ def template_generator(config: Config, vocab: Vocab, *, spread: float = 2.5, see
 def write_template_checkpoint(
     config: Config, path: str | Path, *, spread: float = 2.5, seed: int = 0
 ) -> Path:
-    vocab = Vocab(atoms=QM9_ATOMS, max_atoms=9)
+    # The config's own atom types if it fixes them, else those the QM9 data gives.
+    vocab = config.data.vocab() or Vocab(atoms=QM9_ATOMS, max_atoms=config.data.max_atoms)
     generator = template_generator(config, vocab, spread=spread, seed=seed)
     writer = CheckpointWriter({
         "config": config.model_dump(mode="json"),

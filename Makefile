@@ -5,12 +5,12 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install run test lint bench clean
+.PHONY: install run test clean
 
 $(BIN)/molgan: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,fcd]'
 	touch $@
 
 install: $(BIN)/molgan
@@ -19,11 +19,9 @@ run: install
 	$(BIN)/molgan serve --host $(HOST) --port $(PORT)
 
 test: install
+	bash scripts/install-test-deps.sh
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
-
-bench: install
-	$(BIN)/python benchmarks/run_all.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache

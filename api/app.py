@@ -174,15 +174,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             log.error("cannot start: %s", exc)
             raise
         previous_threads = torch.get_num_threads()
-        torch.set_num_threads(settings.effective_torch_threads())
-        pool = WorkPool(settings.worker_threads, settings.max_queue)
+        torch_threads = settings.effective_torch_threads()
+        torch.set_num_threads(torch_threads)
+        # Also in each sampling thread, in case the intra-op setting is per thread (OpenMP).
+        pool = WorkPool(settings.worker_threads, settings.max_queue,
+                        initializer=lambda: torch.set_num_threads(torch_threads))
         info = _model_info(sampler, checkpoint, settings)
         summary = ModelSummary(name=info.name, step=info.step, checkpoint=info.checkpoint)
         app.state.service = Service(sampler, pool, summary, info)
         log.info(
             "serving %s (%s, step %s) in %.2f s: %d sampling threads x %d torch threads, queue %d",
             checkpoint, info.name, info.step, time.perf_counter() - started,
-            settings.worker_threads, settings.effective_torch_threads(), settings.max_queue,
+            settings.worker_threads, torch_threads, settings.max_queue,
         )
         try:
             yield

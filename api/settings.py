@@ -16,6 +16,14 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
+def available_cpus() -> int:
+    """CPUs this process may run on (its affinity mask, which containers' cpusets narrow)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="MOLGAN_", extra="ignore", frozen=True)
 
@@ -25,7 +33,7 @@ class Settings(BaseSettings):
     """Largest ``n`` one ``POST /v1/generate`` may ask for."""
     request_timeout_s: float = Field(30.0, gt=0, le=3600)
     """Longest a request waits for its molecules, queueing included; then 504."""
-    worker_threads: int = Field(default_factory=lambda: min(4, os.cpu_count() or 1), ge=1, le=64)
+    worker_threads: int = Field(default_factory=lambda: min(4, available_cpus()), ge=1, le=64)
     """Threads that sample (per server process)."""
     torch_threads: int | None = Field(None, ge=1, le=256)
     """Intra-op threads of torch; ``None``: the CPU count divided among the worker threads."""
@@ -49,7 +57,7 @@ class Settings(BaseSettings):
     def effective_torch_threads(self) -> int:
         if self.torch_threads is not None:
             return self.torch_threads
-        return max(1, (os.cpu_count() or 1) // self.worker_threads)
+        return max(1, available_cpus() // self.worker_threads)
 
 
 @functools.lru_cache(maxsize=1)

@@ -253,7 +253,8 @@ def serve(
 ) -> None:
     """Serve the HTTP API with uvicorn: /v1/generate, /v1/depict, /v1/model, /docs and a page at /.
 
-    Other settings come from MOLGAN_* environment variables (see api/settings.py).
+    Other settings come from MOLGAN_* environment variables (see api/settings.py), e.g.
+    MOLGAN_MAX_MOLECULES, MOLGAN_WORKER_THREADS, MOLGAN_MAX_QUEUE, MOLGAN_REQUEST_TIMEOUT_S.
     """
     import copy
     import os
@@ -261,13 +262,19 @@ def serve(
     import uvicorn
     from pydantic import ValidationError
 
-    from api.settings import get_settings
+    from api.settings import available_cpus, get_settings
     from molgan.checkpoint import CheckpointError
     from molgan.sampling import MoleculeSampler
 
     if checkpoint is not None:
         # Through the environment, so that every worker process reads the same settings.
         os.environ["MOLGAN_CHECKPOINT"] = str(checkpoint.resolve())
+    if workers > 1:
+        # Processes share the CPUs: unless told otherwise, each gets its share of sampling threads
+        # and torch runs single-threaded in them.
+        share = max(1, min(4, available_cpus() // workers))
+        os.environ.setdefault("MOLGAN_WORKER_THREADS", str(share))
+        os.environ.setdefault("MOLGAN_TORCH_THREADS", "1")
     get_settings.cache_clear()
     try:
         settings = get_settings()

@@ -72,7 +72,7 @@ class Service:
 
 
 def _json_safe(value: Any) -> Any:
-    """JSON has no NaN or infinity: a rejected input holding one is echoed back as text."""
+    """JSON has no NaN or infinity: those become text ("nan", "inf")."""
     if isinstance(value, float) and not math.isfinite(value):
         return str(value)
     if isinstance(value, dict):
@@ -102,7 +102,7 @@ def _model_info(sampler: MoleculeSampler, checkpoint: Path, settings: Settings) 
         vocab=meta["vocab"],
         sampling=meta["sampling"],
         z_dim=meta["z_dim"],
-        metrics=meta["metrics"],
+        metrics=_json_safe(meta["metrics"]),  # an evaluation may have saved NaN
         versions={str(k): str(v) for k, v in meta["versions"].items()},
         limits=Limits(
             max_molecules=settings.max_molecules,
@@ -183,7 +183,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         summary = ModelSummary(name=info.name, step=info.step, checkpoint=info.checkpoint)
         app.state.service = Service(sampler, pool, summary, info)
         log.info(
-            "serving %s (%s, step %s) in %.2f s: %d sampling threads x %d torch threads, queue %d",
+            "loaded %s (%s, step %s) in %.2f s; %d sampling threads x %d torch threads, queue %d",
             checkpoint, info.name, info.step, time.perf_counter() - started,
             settings.worker_threads, torch_threads, settings.max_queue,
         )

@@ -19,6 +19,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import torch
@@ -68,7 +69,8 @@ def template_generator(config: Config, vocab: Vocab, *, spread: float = 2.5, see
 
 
 def write_template_checkpoint(
-    config: Config, path: str | Path, *, spread: float = 2.5, seed: int = 0
+    config: Config, path: str | Path, *, spread: float = 2.5, seed: int = 0,
+    metrics: dict[str, Any] | None = None,
 ) -> Path:
     # The config's own atom types if it fixes them, else those the QM9 data gives.
     vocab = config.data.vocab() or Vocab(atoms=QM9_ATOMS, max_atoms=config.data.max_atoms)
@@ -77,7 +79,7 @@ def write_template_checkpoint(
         "config": config.model_dump(mode="json"),
         "vocab": vocab.to_dict(),
         "step": 0,
-        "metrics": {},
+        "metrics": metrics or {},
     })
     writer.add_module("generator", generator)
     return writer.write(path)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import threading
 import time
 from collections.abc import Iterator
@@ -19,8 +20,11 @@ from api.app import create_app
 from api.schemas import GenerateResponse
 from api.settings import Settings, get_settings
 from molgan.checkpoint import CheckpointError
+from molgan.config import load_config
 from molgan.metrics import is_valid, properties
 from molgan.sampling import MoleculeSampler, sample_filtered
+from tests.api_support import write_template_checkpoint
+from tests.conftest import DEBUG_CONFIG
 
 MAX_N = 200
 
@@ -241,6 +245,17 @@ def test_model_metadata(client: TestClient, sampler: MoleculeSampler, api_checkp
         assert info[key] == described[key]
     assert info["checkpoint"] == str(api_checkpoint)
     assert info["limits"] == {"max_molecules": MAX_N, "max_body_bytes": 65536, "request_timeout_s": 30.0}
+
+
+def test_model_metrics_that_json_cannot_hold_are_text(tmp_path: Path) -> None:
+    config = load_config(DEBUG_CONFIG)
+    checkpoint = write_template_checkpoint(
+        config, tmp_path / "nan.safetensors", metrics={"validity": 0.5, "fcd": math.nan, "ratio": math.inf}
+    )
+    with TestClient(create_app(Settings(checkpoint=checkpoint))) as client:
+        response = client.get("/v1/model")
+    assert response.status_code == 200
+    assert response.json()["metrics"] == {"validity": 0.5, "fcd": "nan", "ratio": "inf"}
 
 
 def test_health_and_ready(client: TestClient) -> None:

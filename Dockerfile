@@ -1,10 +1,14 @@
 # molgan HTTP service: `docker build -t molgan . && docker run -p 8000:8000 molgan`
 #
-# Two stages: `builder` installs everything into a virtual environment at /opt/venv,
-# `runtime` copies only that environment onto a clean base and runs it as a non-root user.
-# The base is the same in both stages, so the venv's interpreter links stay valid.
+# Stages:
+#   deps     the dependencies, in a virtual environment at /opt/venv (rebuilt only when
+#            pyproject.toml changes)
+#   wheel    molgan itself, built into a wheel (rebuilt on every source change)
+#   runtime  a clean base with the venv copied in, then the wheel installed on top as its own
+#            small layer, so a source change does not produce a new 1 GB layer; non-root.
+# All stages share one base, so the venv's interpreter links stay valid.
 
-FROM python:3.11-slim AS builder
+FROM python:3.11-slim AS deps
 
 # bash with pipefail, so a failing command on the left of a pipe fails the build.
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
@@ -31,10 +35,10 @@ ENV PATH=/opt/venv/bin:$PATH
 
 WORKDIR /src
 
-# Dependencies first, in their own layer: it is rebuilt only when pyproject.toml changes,
-# not on every source edit. The list is read from pyproject.toml so it cannot drift.
-# Then ~230 MB that serving never uses is removed: torch's C++ test programs, headers and
-# CMake files (only for compiling extensions), protoc, and the packages' own test suites.
+# The dependency list is read from pyproject.toml so it cannot drift. torch goes first, from
+# its CPU index; the rest then finds it already satisfied. Then ~230 MB that serving never
+# uses is removed: torch's C++ test programs, headers and CMake files (only for compiling
+# extensions), protoc, and the packages' own test suites.
 COPY pyproject.toml ./
 RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" > /tmp/requirements.txt \
     && grep -E '^torch([<>=!~ ]|$)' /tmp/requirements.txt > /tmp/torch.txt \
@@ -48,39 +52,62 @@ RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml
               "$site"/torch/bin/protoc* "$site"/torch/bin/*Test "$site"/torch/bin/test_* \
     && find "$site" -depth -type d -name tests -path '*/site-packages/*/tests' -exec rm -rf {} +
 
-# The source, with the bundled checkpoint in molgan/assets as package data.
+
+FROM deps AS wheel
+
+# The source, with the bundled checkpoint in molgan/assets as package data. setuptools is
+# already in the venv (torch needs it), so the build needs no network.
 COPY README.md ./
 COPY molgan ./molgan
 COPY api ./api
 COPY training ./training
-RUN pip install --no-deps . \
-    && python -c "import molgan"
+RUN pip wheel --no-deps --no-build-isolation --wheel-dir /dist .
 
 
 FROM python:3.11-slim AS runtime
+
+# RDKit's drawing code (behind /v1/depict) links against these X11 client libraries; no X
+# server is involved. Versions are not pinned (DL3008): the base image's Debian release
+# already fixes them, and pinned versions break the build whenever Debian ships a fix.
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends libxrender1 libxext6 libexpat1 \
+    && apt-get clean \
+    && rm -rf /var/lib/apt/lists/*
 
 # A fixed uid/gid so mounted checkpoint folders can be made readable for it.
 RUN groupadd --system --gid 10001 molgan \
     && useradd --system --uid 10001 --gid molgan --create-home --home-dir /home/molgan molgan
 
-COPY --from=builder /opt/venv /opt/venv
-
-# MOLGAN_* variables are the service's settings. MOLGAN_CHECKPOINT points at a
-# checkpoint to serve instead of the bundled one, e.g. a file in a mounted volume:
-#   docker run -v "$PWD/runs/exp1:/checkpoints:ro" \
-#     -e MOLGAN_CHECKPOINT=/checkpoints/model.safetensors -p 8000:8000 molgan
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
-    PYTHONDONTWRITEBYTECODE=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_ROOT_USER_ACTION=ignore \
     MPLCONFIGDIR=/tmp/matplotlib
+
+COPY --from=deps /opt/venv /opt/venv
+# COPY rather than a bind mount from the wheel stage: some builders leave such a mount out of
+# the cache key and would keep serving an old wheel. The import fails the build, not the
+# first start, if a shared library is missing.
+COPY --from=wheel /dist /tmp/dist
+RUN pip install --no-deps --no-index /tmp/dist/*.whl \
+    && rm -rf /tmp/dist \
+    && python -c "import api.app, molgan.cli"
+
+# Settings are MOLGAN_* environment variables (see api/settings.py). MOLGAN_CHECKPOINT
+# points at a checkpoint to serve instead of the bundled one, e.g. in a mounted volume:
+#   docker run -v "$PWD/runs/exp1:/checkpoints:ro" \
+#     -e MOLGAN_CHECKPOINT=/checkpoints/last.safetensors -p 8000:8000 molgan
+ENV PYTHONDONTWRITEBYTECODE=1
 
 USER 10001:10001
 WORKDIR /home/molgan
 
 EXPOSE 8000
 
-# The interpreter's urllib, so the image needs no curl. Any error, including a non-200
-# answer from /ready while the model is still loading, exits non-zero.
+# The interpreter's urllib, so the image needs no curl. Any error, including the 503 that
+# /ready answers while the model is still loading, exits non-zero.
 HEALTHCHECK --interval=15s --timeout=5s --start-period=60s --retries=3 \
     CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/ready', timeout=4)"]
 

@@ -126,7 +126,7 @@ if [[ ! -s $tarball ]]; then
 else
     log "reusing $tarball"
 fi
-"${PODMAN[@]}" import --change 'CMD ["python3"]' "$tarball" python:3.11-slim >/dev/null
+"${PODMAN[@]}" import --quiet --change 'CMD ["python3"]' "$tarball" python:3.11-slim >/dev/null
 pass "base python:3.11-slim: $("${PODMAN[@]}" run --rm --network host "${ULIMITS[@]}" \
     python:3.11-slim python3 --version)"
 step_done
@@ -260,8 +260,9 @@ start "$CTR"
 wait_ready "$CTR"
 READY_S=$(( $(date +%s) - t0 ))
 pass "/ready answered 200 after ${READY_S}s"
-"${PODMAN[@]}" healthcheck run "$CTR" 2>>"$WORK/podman.log" | grep -qx healthy \
-    || die "the image's HEALTHCHECK did not report healthy"
+"${PODMAN[@]}" healthcheck run "$CTR" 2>>"$WORK/podman.log" || die "the image's HEALTHCHECK failed"
+health=$("${PODMAN[@]}" inspect --format '{{.State.Health.Status}}' "$CTR")
+[[ $health == healthy ]] || die "health status is '$health'"
 pass "HEALTHCHECK reports healthy"
 http GET /health >"$WORK/health.json" || die "GET /health"
 pass "/health: $(head -c 160 "$WORK/health.json")"
@@ -294,7 +295,7 @@ VENV_MB=$("${PODMAN[@]}" exec "$CTR" du -sm /opt/venv | cut -f1)
 pass "torch $torch_v (CPU only), no nvidia packages; /opt/venv ${VENV_MB} MB"
 # Keep a copy of the bundled checkpoint, taken out of the image, for the mounted-volume run.
 bundled=$("${PODMAN[@]}" exec "$CTR" python -c \
-    'from importlib.resources import files; from molgan.checkpoint import BUNDLED_NAME; print(files("molgan") / "assets" / BUNDLED_NAME)')
+    'from molgan.checkpoint import bundled_checkpoint_path; print(bundled_checkpoint_path())')
 mkdir -p "$WORK/ckpt"
 "${PODMAN[@]}" cp "$CTR:$bundled" "$WORK/ckpt/mounted.safetensors"
 chmod -R a+rX "$WORK/ckpt"

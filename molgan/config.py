@@ -117,6 +117,9 @@ class TrainConfig(_Section):
     """``reward_net``: the paper's differentiable reward-network prediction through the ST graphs;
     ``reinforce``: REINFORCE with a moving-average baseline on the exact RDKit reward of
     Gumbel-Max samples."""
+    rl_samples_per_z: int = Field(1, ge=1)
+    """REINFORCE: Gumbel-Max samples drawn per noise vector; with more than one, each sample's
+    baseline is the mean reward of its siblings (leave-one-out). Must divide ``batch_size``."""
     entropy_weight: float = Field(0.0, ge=0.0)
     """Bonus on the per-choice entropy of the generator's categoricals (REINFORCE only)."""
     mode_seeking_weight: float = Field(0.0, ge=0.0)
@@ -138,12 +141,17 @@ class Config(_Section):
     train: TrainConfig = TrainConfig()
 
     @model_validator(mode="after")
-    def _packs_fit(self) -> Config:
+    def _batches_split(self) -> Config:
         # Otherwise the critic fails at the first step, after the data has been loaded.
         if self.train.batch_size % self.model.pack:
             raise ValueError(
                 f"train.batch_size ({self.train.batch_size}) must be a multiple of "
                 f"model.pack ({self.model.pack})"
+            )
+        if self.train.batch_size % self.train.rl_samples_per_z:
+            raise ValueError(
+                f"train.batch_size ({self.train.batch_size}) must be a multiple of "
+                f"train.rl_samples_per_z ({self.train.rl_samples_per_z})"
             )
         return self
 

@@ -180,7 +180,8 @@ class Trainer:
 
     def generator_step(self, tau: float) -> dict[str, float]:
         cfg = self.config.train
-        z = self.generator.noise(cfg.batch_size, self.rng)
+        k = cfg.rl_samples_per_z if cfg.rl_estimator == "reinforce" else 1
+        z = self.generator.noise(cfg.batch_size // k, self.rng).repeat_interleave(k, dim=0)
         logits = self.generator(z)
         fake = logits.relax(self.config.model.estimator, tau, self.rng)
         stats: dict[str, float] = {}
@@ -195,7 +196,13 @@ class Trainer:
             smiles = decode_batch(atoms, bonds, self.vocab)
             reward = self.reward_fn(smiles)
             if rl_on:
-                advantage = reward - reward.mean()
+                if k > 1:
+                    # Leave-one-out baseline among the k samples of the same z (RLOO): each sample is
+                    # compared with its siblings, so the signal says which choices broke a graph.
+                    groups = reward.view(-1, k)
+                    advantage = ((groups - groups.mean(1, keepdim=True)) * k / (k - 1)).flatten()
+                else:
+                    advantage = reward - reward.mean()
                 rl = -(advantage * logits.log_prob(atoms, bonds, rl_tau)).mean()
                 if cfg.entropy_weight > 0:
                     rl = rl - cfg.entropy_weight * logits.entropy().mean()

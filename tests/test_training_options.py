@@ -1,0 +1,78 @@
+"""The anti-collapse options of the trainer: mode seeking, grouped REINFORCE, fixed vocabularies."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import torch
+
+from molgan.config import Config, ConfigError
+from molgan.data import load_dataset
+from molgan.models import GraphLogits
+from training.trainer import Trainer, mode_seeking_ratio
+
+
+def test_mode_seeking_ratio_is_zero_when_the_noise_is_ignored() -> None:
+    z = torch.randn(8, 5, generator=torch.Generator().manual_seed(0))
+    same = GraphLogits(torch.randn(1, 4, 3).expand(8, 4, 3), torch.randn(1, 6, 2).expand(8, 6, 2))
+    assert mode_seeking_ratio(z, same).item() == pytest.approx(0.0, abs=1e-7)
+
+
+def test_mode_seeking_ratio_grows_with_output_differences_and_has_gradients() -> None:
+    g = torch.Generator().manual_seed(1)
+    z = torch.randn(8, 5, generator=g)
+    atoms = torch.randn(8, 4, 3, generator=g, requires_grad=True)
+    pairs = torch.randn(8, 6, 2, generator=g)
+    small = mode_seeking_ratio(z, GraphLogits(atoms * 0.1, pairs * 0.1))
+    large = mode_seeking_ratio(z, GraphLogits(atoms * 3.0, pairs * 3.0))
+    assert 0 < small.item() < large.item()
+    large.backward()
+    assert atoms.grad is not None and torch.isfinite(atoms.grad).all() and atoms.grad.abs().sum() > 0
+    # By hand for one pair of halves: mean |p1 - p2| over all choices / mean |z1 - z2|.
+    z2 = torch.tensor([[0.0, 0.0], [1.0, -1.0]])
+    logits = GraphLogits(torch.tensor([[[0.0, 0.0]], [[10.0, -10.0]]]), torch.zeros(2, 0, 2))
+    p_diff = (torch.tensor([0.5, 0.5]) - torch.softmax(torch.tensor([10.0, -10.0]), 0)).abs().mean()
+    assert mode_seeking_ratio(z2, logits).item() == pytest.approx((p_diff / 1.0).item(), rel=1e-5)
+
+
+def test_grouped_reinforce_needs_a_batch_that_splits(debug_config: Callable[..., Config]) -> None:
+    with pytest.raises(ConfigError, match="rl_samples_per_z"):
+        debug_config("train.rl_estimator=reinforce", "train.rl_samples_per_z=5")
+
+
+def test_grouped_reinforce_with_mode_seeking_and_entropy_trains(
+    debug_config: Callable[..., Config], tmp_path: Path
+) -> None:
+    config = debug_config(
+        "train.rl_estimator=reinforce",
+        "train.rl_samples_per_z=4",
+        "train.rl_start_step=0",
+        "train.mode_seeking_weight=1.0",
+        "train.entropy_weight=0.1",
+        "train.steps=6",
+    )
+    trainer = Trainer(config, tmp_path / "run", progress=False)
+    before = [p.detach().clone() for p in trainer.generator.parameters()]
+    stats = trainer.generator_step(trainer.tau())
+    assert torch.isfinite(torch.tensor(stats["g_loss"]))
+    assert stats["mode_seeking"] > 0
+    after = list(trainer.generator.parameters())
+    assert all(not torch.equal(a, b.detach()) for a, b in zip(before, after, strict=True))
+    assert trainer.train()["step"] == 6
+
+
+def test_a_fixed_atom_vocabulary_skips_other_atoms(
+    tmp_path: Path, debug_config: Callable[..., Config]
+) -> None:
+    path = tmp_path / "mixed.smi"
+    path.write_text("CCO\nC[NH3+]\nCC(=O)[O-]\nFC(F)F\nCN\n")
+    config = debug_config(f"data.path={path}", "data.atoms=[C,N,O,F]")
+    data = config.data.load()
+    assert data.vocab.atoms == ("*", "C", "N", "O", "F")
+    assert sorted(data.smiles) == sorted(["CCO", "FC(F)F", "CN"])
+    assert data.report.skipped == {"unsupported_atom": 2}
+    # Without the restriction the charged atoms are part of the vocabulary.
+    full = load_dataset(path, max_atoms=9)
+    assert {"N+", "O-"} <= set(full.vocab.atoms)

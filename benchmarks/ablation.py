@@ -24,11 +24,13 @@ ROOT = Path(__file__).resolve().parents[1]
 VARIANTS: dict[str, tuple[str, list[str]]] = {
     "qm9": ("configs/qm9.yaml as shipped", []),
     "reward_net": ("paper's RL term: reward network through ST graphs", ["train.rl_estimator=reward_net"]),
-    "no_uniqueness": ("validity reward only (no uniqueness term)", ["reward.weights={validity: 1.0}"]),
-    "gan_only": ("lambda = 1: WGAN only, no RL", ["train.lam=1.0"]),
+    "validity_only": ("reward of validity alone (no uniqueness term)", ["reward.weights={validity: 1.0}"]),
+    "no_entropy_ms": (
+        "no entropy bonus, no mode-seeking term",
+        ["train.entropy_weight=0", "train.mode_seeking_weight=0"],
+    ),
     "all_atoms": ("charged atom types kept in the vocabulary", ["data.atoms=null"]),
-    "lam05": ("lambda = 0.5", ["train.lam=0.5"]),
-    "argmax": ("test-time argmax instead of Gumbel-Max", ["sampling.mode=argmax"]),
+    "gan_only": ("lambda = 1: WGAN only, no RL", ["train.lam=1.0"]),
 }
 
 

@@ -266,6 +266,10 @@ health=$("${PODMAN[@]}" inspect --format '{{.State.Health.Status}}' "$CTR")
 pass "HEALTHCHECK reports healthy"
 http GET /health >"$WORK/health.json" || die "GET /health"
 pass "/health: $(head -c 160 "$WORK/health.json")"
+# The page is package data (api/static): its presence shows the wheel carried its files.
+http GET / >"$WORK/index.html" || die "GET /"
+grep -qi '<html' "$WORK/index.html" || die "GET / did not return the page"
+pass "GET / serves the page"
 step_done
 
 step "generate"

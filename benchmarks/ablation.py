@@ -42,7 +42,9 @@ def run_variant(name: str, overrides: list[str], args: argparse.Namespace, seed:
     run_dir = args.out / f"{name}-s{seed}"
     started = time.perf_counter()
     trainer = Trainer(config, run_dir, progress=False)
-    trainer.train()
+    if trainer.train()["stopped_by"]:
+        # Ctrl-C / SIGTERM stop the trainer gracefully; they should stop the whole ablation too.
+        raise SystemExit(f"interrupted during {name}")
     minutes = (time.perf_counter() - started) / 60
     metrics = evaluate_sampler(
         MoleculeSampler.load(run_dir / BEST), args.samples, seed=seed, fcd=args.fcd

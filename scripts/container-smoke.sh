@@ -62,6 +62,13 @@ cleanup() {
     local rc=$?
     set +e
     if command -v podman >/dev/null; then
+        if ((rc != 0)); then
+            for c in "$CTR" "$CTR2"; do
+                "${PODMAN[@]}" container exists "$c" 2>/dev/null || continue
+                log "last lines of $c:"
+                "${PODMAN[@]}" logs --tail 30 "$c" 2>&1 | grep -v 'level=' >&2
+            done
+        fi
         "${PODMAN[@]}" rm --force --time 0 "$CTR" "$CTR2" >/dev/null 2>&1
         "${PODMAN[@]}" rm --all --force --time 0 >/dev/null 2>&1
         "${PODMAN[@]}" rmi --all --force >/dev/null 2>&1
@@ -210,14 +217,9 @@ start() {  # $1 container name, then extra `podman run` options
 wait_ready() {  # $1 container name
     local deadline=$(( $(date +%s) + 180 ))
     until http GET /ready >/dev/null 2>&1; do
-        if [[ $("${PODMAN[@]}" inspect --format '{{.State.Running}}' "$1") != true ]]; then
-            "${PODMAN[@]}" logs "$1" 2>&1 | tail -40
-            die "container $1 exited before /ready"
-        fi
-        if (( $(date +%s) > deadline )); then
-            "${PODMAN[@]}" logs "$1" 2>&1 | tail -40
-            die "no 200 from /ready within 180 s"
-        fi
+        [[ $("${PODMAN[@]}" inspect --format '{{.State.Running}}' "$1") == true ]] \
+            || die "container $1 exited before /ready"
+        (( $(date +%s) <= deadline )) || die "no 200 from /ready within 180 s"
         sleep 1
     done
 }

@@ -257,17 +257,8 @@ class GraphCritic(nn.Module):
 
 
 class RewardNetwork(GraphCritic):
-    """The critic's architecture with a sigmoid: predicts a reward in [0, 1] per graph (B,)."""
-
-    def __init__(
-        self,
-        n_atom_types: int,
-        n_bond_types: int,
-        gcn_dims: tuple[int, ...],
-        aggregation_dim: int,
-        head_dims: tuple[int, ...],
-    ) -> None:
-        super().__init__(n_atom_types, n_bond_types, gcn_dims, aggregation_dim, head_dims, pack=1)
+    """The critic's architecture with a sigmoid: predicts a reward in [0, 1] per graph (B,)
+    (built without packing: the reward belongs to a single graph)."""
 
     def forward(self, atoms: torch.Tensor, bonds: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(super().forward(atoms, bonds))

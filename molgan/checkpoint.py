@@ -110,6 +110,11 @@ class CheckpointWriter:
         tensors = {k: v.contiguous().clone() for k, v in self.tensors.items()}
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         os.close(fd)
+        # mkstemp makes the file private (0600); a checkpoint is meant to be shared, e.g. mounted
+        # into a container that runs as another user.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         try:
             save_file(tensors, tmp, metadata=header)
             os.replace(tmp, path)

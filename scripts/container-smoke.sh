@@ -246,8 +246,11 @@ mols = json.load(sys.stdin)["molecules"]
 assert len(mols) == int(sys.argv[1]), f"asked for {sys.argv[1]} molecules, got {len(mols)}"
 valid = []
 for m in mols:
-    assert isinstance(m["smiles"], str) and isinstance(m["valid"], bool), m
+    # An invalid graph may have no SMILES at all (null); a valid one must have one.
+    assert m["smiles"] is None or isinstance(m["smiles"], str), m
+    assert isinstance(m["valid"], bool), m
     if m["valid"]:
+        assert m["smiles"], f"flagged valid without a SMILES: {m}"
         mol = Chem.MolFromSmiles(m["smiles"])
         assert mol is not None and mol.GetNumAtoms() > 0, f"flagged valid, RDKit disagrees: {m}"
         valid.append(Chem.MolToSmiles(mol))

@@ -129,6 +129,8 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
+    if not os.access(path, os.R_OK):
+        raise CheckpointError(f"checkpoint not readable by this user (permissions): {path}")
     try:
         with safe_open(str(path), framework="pt") as f:
             header = f.metadata() or {}

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import platform
-import tempfile
 from dataclasses import dataclass, field
 from importlib import metadata as importlib_metadata
 from pathlib import Path
@@ -22,6 +21,8 @@ from typing import Any
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
+
+from molgan.files import atomic_write
 
 FORMAT = "molgan-checkpoint"
 FORMAT_VERSION = 1
@@ -102,25 +103,12 @@ class CheckpointWriter:
         A reader (or a crash mid-write) sees either the old file or the new one, never half.
         """
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "versions": package_versions()}
         meta.update(self.meta)
         header = {"molgan": json.dumps(meta, sort_keys=True)}
         # safetensors refuses shared or non-contiguous storage.
         tensors = {k: v.contiguous().clone() for k, v in self.tensors.items()}
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        os.close(fd)
-        # mkstemp makes the file private (0600); a checkpoint is meant to be shared, e.g. mounted
-        # into a container that runs as another user.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        try:
-            save_file(tensors, tmp, metadata=header)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=header))
         return path
 
 

@@ -14,9 +14,8 @@ import io
 import json
 import logging
 import os
-import tempfile
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from multiprocessing import get_all_start_methods, get_context
@@ -37,6 +36,7 @@ from molgan.chem import (
     to_mol,
     vocab_from_counts,
 )
+from molgan.files import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -395,22 +395,6 @@ def cache_key(path: Path, max_atoms: int, vocab: Vocab | None,
     return h.hexdigest()[:32]
 
 
-def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Call ``write(tmp)`` on a temporary file beside ``path``, then rename it into place.
-
-    Readers see the old file or the new one, never a half-written one.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _save_cache(file: Path, ds: MolDataset) -> None:
     from safetensors.torch import save_file
 
@@ -428,7 +412,7 @@ def _save_cache(file: Path, ds: MolDataset) -> None:
         "source": ds.source,
         "count": str(len(ds)),
     }
-    _atomic_write(file, lambda tmp: save_file(tensors, str(tmp), metadata=meta))
+    atomic_write(file, lambda tmp: save_file(tensors, str(tmp), metadata=meta))
 
 
 def _load_cache(file: Path) -> MolDataset:
@@ -565,7 +549,7 @@ def build_qm9_file(out: Path) -> SkipReport:
                 rows.append((int(rec["Index"]), s))
     rows.sort()
     payload = "".join(f"{s}\n" for _, s in rows).encode("utf-8")
-    _atomic_write(Path(out), lambda tmp: _write_gzip(tmp, payload))
+    atomic_write(Path(out), lambda tmp: _write_gzip(tmp, payload))
     report = SkipReport(read=read, kept=len(rows), skipped=dict(skipped))
     log.info("QM9 -> %s: %s", out, report.summary())
     return report

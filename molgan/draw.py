@@ -6,14 +6,13 @@ Anything that sanitizes is drawn, fragments included (a bag of fragments is wort
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 from rdkit import Chem, Geometry
 from rdkit.Chem.Draw import rdMolDraw2D
 
+from molgan.files import atomic_write
 from molgan.metrics import mol_from_smiles
 
 __all__ = ["MAX_SIZE", "MIN_SIZE", "grid_png", "smiles_to_svg"]
@@ -46,20 +45,6 @@ def smiles_to_svg(smiles: str, width: int = 250, height: int = 200) -> str:
     drawer.DrawMolecule(rdMolDraw2D.PrepareMolForDrawing(mol))
     drawer.FinishDrawing()
     return drawer.GetDrawingText()
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Write via a temporary file in the same folder and rename, so readers never see half."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, 0o644)  # mkstemp's 0600 would hide the picture from other users
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def grid_png(
@@ -120,5 +105,5 @@ def grid_png(
         drawer.DrawString(text, where, 0, True)  # 0: centred; True: pixel coordinates
     drawer.FinishDrawing()
     path = Path(path)
-    _write_atomic(path, drawer.GetDrawingText())
+    atomic_write(path, lambda tmp: tmp.write_bytes(drawer.GetDrawingText()))
     return path

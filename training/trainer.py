@@ -33,7 +33,7 @@ import yaml
 from tqdm.auto import tqdm
 
 from molgan.checkpoint import Checkpoint, CheckpointError, CheckpointWriter, load_checkpoint, load_state
-from molgan.chem import Vocab, decode_batch
+from molgan.chem import Vocab, decode_batch, is_connected
 from molgan.config import Config, ConfigError, config_from_dict
 from molgan.data import MolDataset
 from molgan.gumbel import temperature
@@ -113,13 +113,15 @@ class Trainer:
         train_idx, _, _ = data.split(config.data.split_seed, config.data.fractions)
         self.train_atoms = data.atoms[train_idx].long()
         self.train_bonds = data.bonds[train_idx].long()
-        self.train_smiles = frozenset(data.smiles[i] for i in train_idx.tolist())
+        # Canonical SMILES of the training rows (row i of train_atoms is train_smiles_by_row[i]).
+        self.train_smiles_by_row = [data.smiles[i] for i in train_idx.tolist()]
+        self.train_smiles = frozenset(self.train_smiles_by_row)
 
         a, e, n = self.vocab.num_atom_types, self.vocab.num_bond_types, self.vocab.max_atoms
         self.generator = build_generator(config.model, n, a, e)
         self.discriminator = build_discriminator(config.model, a, e)
-        self.uses_reward_net = cfg.rl_estimator == "reward_net" and cfg.lam < 1.0
-        self.reward_net = build_reward_network(config.model, a, e) if self.uses_reward_net else None
+        uses_reward_net = cfg.rl_estimator == "reward_net" and cfg.lam < 1.0
+        self.reward_net = build_reward_network(config.model, a, e) if uses_reward_net else None
         self.reward_fn = RewardFunction(config.reward.weights, memory_size=config.reward.memory_size)
         # Real molecules must not enter the generated-sample memory of the uniqueness reward.
         self.real_reward_fn = RewardFunction(config.reward.weights)
@@ -136,12 +138,14 @@ class Trainer:
         self._stop_reason: str | None = None
 
     # ----------------------------------------------------------------------------------- data
-    def real_batch(self) -> Graphs:
+    def real_batch(self) -> tuple[Graphs, torch.Tensor]:
+        """A random batch of training graphs and their row indices (B,)."""
         cfg = self.config.train
         idx = torch.randint(len(self.train_atoms), (cfg.batch_size,), generator=self.rng)
-        return Graphs.one_hot(
+        graphs = Graphs.one_hot(
             self.train_atoms[idx], self.train_bonds[idx], self.vocab.num_atom_types, self.vocab.num_bond_types
         )
+        return graphs, idx
 
     def tau(self) -> float:
         t = self.config.temperature
@@ -150,7 +154,7 @@ class Trainer:
     # ---------------------------------------------------------------------------------- steps
     def critic_step(self, tau: float) -> dict[str, float]:
         cfg = self.config.train
-        real = self.real_batch()
+        real, _ = self.real_batch()
         with torch.no_grad():
             logits = self.generator(self.generator.noise(cfg.batch_size, self.rng))
             fake = logits.relax(self.config.model.estimator, tau, self.rng)
@@ -166,9 +170,9 @@ class Trainer:
     def reward_step(self, fake: Graphs, fake_reward: torch.Tensor) -> dict[str, float]:
         """Fit the reward network to the exact reward of real and generated graphs."""
         assert self.reward_net is not None and self.opt_r is not None
-        real = self.real_batch()
-        real_smiles = decode_batch(*real.indices(), self.vocab)
-        real_reward = self.real_reward_fn(real_smiles)
+        real, idx = self.real_batch()
+        # The dataset already holds each row's canonical SMILES: no need to decode real graphs.
+        real_reward = self.real_reward_fn([self.train_smiles_by_row[i] for i in idx.tolist()])
         atoms = torch.cat([real.atoms, fake.atoms.detach()])
         bonds = torch.cat([real.bonds, fake.bonds.detach()])
         target = torch.cat([real_reward, fake_reward])
@@ -228,7 +232,7 @@ class Trainer:
             stats.update(self.reward_step(reward_graphs, reward))
         stats["g_loss"] = loss.item()
         stats["reward"] = reward.mean().item()
-        stats["batch_valid"] = float(sum(1 for s in smiles if s is not None and "." not in s)) / len(smiles)
+        stats["batch_valid"] = sum(map(is_connected, smiles)) / len(smiles)
         return stats
 
     # ------------------------------------------------------------------------------ evaluation

@@ -243,26 +243,29 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         started = time.perf_counter()
         request: GenerateRequestBase = body
         sampler = service.sampler
-        mode = request.mode or ("gumbel" if request.temperature is not None else sampler.default_mode)
-        if mode == "argmax" and request.temperature is not None:
-            raise _field_error("body", "temperature", "temperature applies to mode 'gumbel' only",
-                               request.temperature)
-        temperature = None
+        mode = request.mode or sampler.resolve_mode(request.temperature, request.min_p)
+        for field in ("temperature", "min_p"):
+            if mode == "argmax" and getattr(request, field) is not None:
+                raise _field_error("body", field, f"{field} applies to mode 'gumbel' only",
+                                   getattr(request, field))
+        temperature = min_p = None
         if mode == "gumbel":
             temperature = request.temperature or sampler.default_temperature  # a given one is > 0
+            min_p = sampler.default_min_p if request.min_p is None else request.min_p
         seed = request.seed if request.seed is not None else secrets.randbelow(MAX_SEED + 1)
 
         def work() -> tuple[bytes, GenerateStats]:
             """Sample, then encode the answer, all off the event loop."""
             result = sample_filtered(
-                sampler, request.n, seed=seed, mode=mode, temperature=temperature,
+                sampler, request.n, seed=seed, mode=mode, temperature=temperature, min_p=min_p,
                 valid_only=request.valid_only, unique=request.unique,
             )
             valid = [s.smiles for s in result.samples if s.valid]
             stats = GenerateStats(
                 requested=request.n, returned=len(result.samples), sampled=result.sampled, valid=len(valid),
                 unique=len(set(valid)), fell_short=result.fell_short, seed=seed, mode=mode,
-                temperature=temperature, elapsed_ms=round((time.perf_counter() - started) * 1000, 3),
+                temperature=temperature, min_p=min_p,
+                elapsed_ms=round((time.perf_counter() - started) * 1000, 3),
             )
             answer = {
                 "molecules": _molecules(result.samples, request.properties),

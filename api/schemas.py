@@ -26,9 +26,14 @@ class GenerateRequestBase(BaseModel):
         description="Gumbel-Max sampling temperature; setting it samples instead of taking the most likely "
         "graph (mode 'gumbel') unless mode says otherwise.",
     )
+    min_p: float | None = Field(
+        None, ge=0, lt=1, allow_inf_nan=False,
+        description="Gumbel-Max skips the classes of a choice that are less likely than min_p times its "
+        "most likely class (0: plain Gumbel-Max). Omitted: the checkpoint's own setting.",
+    )
     mode: Literal["argmax", "gumbel"] | None = Field(
         None, description="'argmax': the most likely graph for each noise vector; 'gumbel': sample it. "
-        "Omitted: 'gumbel' when a temperature is given, else the checkpoint's own setting.",
+        "Omitted: 'gumbel' when a temperature or min_p is given, else the checkpoint's own setting.",
     )
     valid_only: bool = Field(False, description="Keep sampling until n valid molecules (or the attempt cap).")
     unique: bool = Field(False, description="Drop repeated molecules (and invalid ones), keep sampling.")
@@ -65,6 +70,7 @@ class GenerateStats(BaseModel):
     seed: int = Field(description="The seed used; send it again to get the same molecules.")
     mode: Literal["argmax", "gumbel"] = Field(description="How graphs were taken from the generator.")
     temperature: float | None = Field(description="Sampling temperature (null for argmax).")
+    min_p: float | None = Field(description="Min-p truncation (null for argmax).")
     elapsed_ms: float = Field(description="Time the server spent on the request, queueing included.")
 
 
@@ -89,6 +95,7 @@ class Vocabulary(BaseModel):
 class SamplingDefaults(BaseModel):
     mode: Literal["argmax", "gumbel"]
     temperature: float
+    min_p: float
 
 
 class Limits(BaseModel):
@@ -99,7 +106,7 @@ class Limits(BaseModel):
 
 class ModelInfo(ModelSummary):
     vocab: Vocabulary
-    sampling: SamplingDefaults = Field(description="Used when a request sets neither mode nor temperature.")
+    sampling: SamplingDefaults = Field(description="Used for what a request does not set.")
     z_dim: int = Field(description="Size of the generator's noise vector.")
     metrics: dict[str, Any] = Field(description="Evaluation metrics saved with the checkpoint.")
     versions: dict[str, str] = Field(description="Package versions the checkpoint was written with.")

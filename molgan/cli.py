@@ -135,6 +135,14 @@ SeedOpt = Annotated[int | None, typer.Option(help="Random seed; the same seed gi
 TemperatureOpt = Annotated[
     float | None, typer.Option(min=1e-6, help="Gumbel-Max sampling temperature (implies --mode gumbel).")
 ]
+MinPOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--min-p", min=0.0,
+        help="In [0, 1): Gumbel-Max skips classes below min-p times a choice's most likely one "
+        "(implies --mode gumbel).",
+    ),
+]
 ModeOpt = Annotated[
     str | None, typer.Option(help="argmax or gumbel (default: the checkpoint's own setting).")
 ]
@@ -150,9 +158,11 @@ def _load_sampler(checkpoint: Path | None) -> MoleculeSampler:
         raise _fail(str(exc)) from None
 
 
-def _check_mode(mode: str | None) -> None:
+def _check_sampling(mode: str | None, min_p: float | None) -> None:
     if mode not in (None, "argmax", "gumbel"):
         raise _fail(f"--mode must be argmax or gumbel, got {mode!r}")
+    if min_p is not None and not min_p < 1:
+        raise _fail(f"--min-p must be in [0, 1), got {min_p}")
 
 
 @app.command()
@@ -161,6 +171,7 @@ def sample(
     n: Annotated[int, typer.Option("-n", min=1, help="Number of molecules.")] = 100,
     seed: SeedOpt = None,
     temperature: TemperatureOpt = None,
+    min_p: MinPOpt = None,
     mode: ModeOpt = None,
     valid_only: Annotated[bool, typer.Option(help="Keep sampling until n valid molecules.")] = False,
     unique: Annotated[bool, typer.Option(help="Drop repeated molecules (keeps sampling).")] = False,
@@ -177,7 +188,7 @@ def sample(
     from molgan.export import FORMATS, format_from_path, write_samples
     from molgan.sampling import sample_filtered
 
-    _check_mode(mode)
+    _check_sampling(mode, min_p)
     if fmt is not None and fmt not in FORMATS:
         raise _fail(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     try:
@@ -188,7 +199,8 @@ def sample(
         raise _fail("jsonl writes every raw sample in order: drop --valid-only/--unique")
     sampler = _load_sampler(checkpoint)
     result = sample_filtered(
-        sampler, n, seed=seed, mode=mode, temperature=temperature, valid_only=valid_only, unique=unique
+        sampler, n, seed=seed, mode=mode, temperature=temperature, min_p=min_p,
+        valid_only=valid_only, unique=unique,
     )
     if output is None:
         write_samples(result.samples, sys.stdout, out_format)
@@ -209,6 +221,7 @@ def evaluate(
     n: Annotated[int, typer.Option("-n", min=10, help="Number of raw samples to score.")] = 10_000,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     temperature: TemperatureOpt = None,
+    min_p: MinPOpt = None,
     mode: ModeOpt = None,
     fcd: Annotated[bool, typer.Option(help="Also compute FCD (needs the 'fcd' extra).")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
@@ -218,10 +231,12 @@ def evaluate(
 
     from molgan.evaluation import evaluate_sampler
 
-    _check_mode(mode)
+    _check_sampling(mode, min_p)
     sampler = _load_sampler(checkpoint)
     try:
-        metrics = evaluate_sampler(sampler, n, seed=seed, mode=mode, temperature=temperature, fcd=fcd)
+        metrics = evaluate_sampler(
+            sampler, n, seed=seed, mode=mode, temperature=temperature, min_p=min_p, fcd=fcd
+        )
     except ImportError as exc:
         raise _fail(str(exc)) from None
     except (FileNotFoundError, ValueError) as exc:

@@ -93,6 +93,9 @@ class SamplingConfig(_Section):
     mode: Literal["argmax", "gumbel"] = "argmax"
     """Test-time sampling: argmax of the logits, or Gumbel-Max at ``temperature``."""
     temperature: float = Field(1.0, gt=0.0)
+    min_p: float = Field(0.0, ge=0.0, lt=1.0)
+    """Gumbel-Max skips classes less likely than ``min_p`` times a choice's most likely class
+    (0 = plain Gumbel-Max). REINFORCE trains the same truncated distribution."""
 
 
 class TrainConfig(_Section):
@@ -128,6 +131,9 @@ class TrainConfig(_Section):
     eval_every: int = Field(1000, ge=1)
     eval_samples: int = Field(2000, ge=10)
     checkpoint_every: int = Field(1000, ge=1)
+    keep_snapshots: bool = False
+    """Also save the generator at every evaluation as ``snapshots/step-XXXXXXX.safetensors``, to
+    choose a checkpoint afterwards on other samples than the evaluation's."""
     log_every: int = Field(50, ge=1)
 
 

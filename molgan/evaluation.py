@@ -16,6 +16,7 @@ def evaluate_sampler(
     seed: int = 0,
     mode: SamplingMode | None = None,
     temperature: float | None = None,
+    min_p: float | None = None,
     fcd: bool = False,
 ) -> dict[str, Any]:
     """Metrics of ``n`` raw samples (no valency correction, no filtering).
@@ -30,16 +31,18 @@ def evaluate_sampler(
     reference = [dataset.smiles[i] for i in test_idx.tolist()]
 
     started = time.perf_counter()
-    samples = sampler.sample(n, seed=seed, mode=mode, temperature=temperature)
+    samples = sampler.sample(n, seed=seed, mode=mode, temperature=temperature, min_p=min_p)
     sampling_s = time.perf_counter() - started
     metrics = evaluate_smiles(
         [s.smiles for s in samples], train_smiles, reference_smiles=reference, compute_fcd=fcd
     ).to_dict()
-    used_mode = mode or ("gumbel" if temperature is not None else sampler.default_mode)
+    used_mode = mode or sampler.resolve_mode(temperature, min_p)
+    gumbel = used_mode == "gumbel"
     metrics |= {
         "seed": seed,
         "mode": used_mode,
-        "temperature": temperature if temperature is not None else sampler.default_temperature,
+        "temperature": (temperature or sampler.default_temperature) if gumbel else None,
+        "min_p": (sampler.default_min_p if min_p is None else min_p) if gumbel else None,
         "sampling_seconds": round(sampling_s, 3),
         "step": sampler.meta.get("step"),
     }

@@ -72,6 +72,21 @@ def gumbel_max(
     return (logits / tau + g).argmax(dim=dim)
 
 
+def truncate_min_p(logits: torch.Tensor, min_p: float, dim: int = -1) -> torch.Tensor:
+    """Mask (to ``-inf``) every class less likely than ``min_p`` times the most likely one.
+
+    Min-p truncation (as in language-model sampling): a confident choice loses its long tail of
+    unlikely classes, an uncertain one keeps all its plausible classes. ``min_p = 0`` returns the
+    logits unchanged; the most likely class always survives. The result is unnormalised.
+    """
+    if not 0.0 <= min_p < 1.0:
+        raise ValueError(f"min_p must be in [0, 1), got {min_p!r}")
+    if min_p == 0.0:
+        return logits
+    floor = logits.max(dim=dim, keepdim=True).values + math.log(min_p)
+    return logits.masked_fill(logits < floor, float("-inf"))
+
+
 def gumbel_softmax(
     logits: torch.Tensor,
     tau: float,

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from molgan.config import ModelConfig
-from molgan.gumbel import Estimator, gumbel_max, relax
+from molgan.gumbel import Estimator, gumbel_max, relax, truncate_min_p
 
 
 @dataclass(frozen=True)
@@ -75,30 +75,49 @@ class GraphLogits:
         pairs = relax(self.pairs, estimator, tau, generator)
         return Graphs(atoms, _pairs_to_bonds(pairs, self.n_atoms))
 
+    def tempered(self, temperature: float = 1.0, min_p: float = 0.0) -> GraphLogits:
+        """The logits that Gumbel-Max sampling draws from: ``logits / temperature``, then min-p
+        truncation (``molgan.gumbel.truncate_min_p``)."""
+        if not temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
+        return GraphLogits(
+            truncate_min_p(self.atoms / temperature, min_p), truncate_min_p(self.pairs / temperature, min_p)
+        )
+
     def sample(
-        self, mode: str = "argmax", temperature: float = 1.0, generator: torch.Generator | None = None
+        self,
+        mode: str = "argmax",
+        temperature: float = 1.0,
+        generator: torch.Generator | None = None,
+        min_p: float = 0.0,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Discrete graphs: atoms (B, N) and bonds (B, N, N) as integer tensors.
 
         ``argmax``: the most likely class of every choice (the paper's test-time behaviour);
-        ``gumbel``: an exact sample of ``softmax(logits / temperature)`` per choice.
+        ``gumbel``: an exact sample of ``softmax(logits / temperature)`` per choice, restricted to
+        the classes at least ``min_p`` times as likely as the most likely one.
         """
         if mode == "argmax":
             atoms, pairs = self.atoms.argmax(-1), self.pairs.argmax(-1)
         elif mode == "gumbel":
-            atoms = gumbel_max(self.atoms, temperature, generator)
-            pairs = gumbel_max(self.pairs, temperature, generator)
+            policy = self.tempered(temperature, min_p)
+            atoms = gumbel_max(policy.atoms, 1.0, generator)
+            pairs = gumbel_max(policy.pairs, 1.0, generator)
         else:
             raise ValueError(f"unknown sampling mode {mode!r}; choose argmax or gumbel")
         return atoms, _pair_indices_to_matrix(pairs, self.n_atoms)
 
-    def log_prob(self, atoms: torch.Tensor, bonds: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
-        """log p(graph) (B,) of integer graphs under the per-choice ``softmax(logits / temperature)``."""
+    def log_prob(
+        self, atoms: torch.Tensor, bonds: torch.Tensor, temperature: float = 1.0, min_p: float = 0.0
+    ) -> torch.Tensor:
+        """log p(graph) (B,) of integer graphs under the distribution that ``sample("gumbel",
+        temperature, min_p=min_p)`` draws from (``-inf`` for a graph it cannot draw)."""
         n = self.n_atoms
         iu = torch.triu_indices(n, n, offset=1, device=bonds.device)
         pairs = bonds[:, iu[0], iu[1]]
-        lp_atoms = F.log_softmax(self.atoms / temperature, -1).gather(-1, atoms.long().unsqueeze(-1))
-        lp_pairs = F.log_softmax(self.pairs / temperature, -1).gather(-1, pairs.long().unsqueeze(-1))
+        policy = self.tempered(temperature, min_p)
+        lp_atoms = F.log_softmax(policy.atoms, -1).gather(-1, atoms.long().unsqueeze(-1))
+        lp_pairs = F.log_softmax(policy.pairs, -1).gather(-1, pairs.long().unsqueeze(-1))
         lp_atoms, lp_pairs = lp_atoms.squeeze(-1), lp_pairs.squeeze(-1)
         return lp_atoms.sum(-1) + lp_pairs.sum(-1)
 
@@ -106,7 +125,8 @@ class GraphLogits:
         """Mean entropy (B,) of the N + P categorical choices of each graph."""
         def h(logits: torch.Tensor) -> torch.Tensor:
             logp = F.log_softmax(logits, -1)
-            return -(logp.exp() * logp).sum(-1)
+            # Truncated classes (logit -inf) add 0, not 0 * -inf = nan, and no gradient.
+            return -(logp.exp() * logp.masked_fill(torch.isinf(logp), 0.0)).sum(-1)
 
         return torch.cat([h(self.atoms), h(self.pairs)], dim=1).mean(-1)
 

@@ -74,6 +74,14 @@ class MoleculeSampler:
     def default_temperature(self) -> float:
         return self.config.sampling.temperature
 
+    @property
+    def default_min_p(self) -> float:
+        return self.config.sampling.min_p
+
+    def resolve_mode(self, temperature: float | None = None, min_p: float | None = None) -> SamplingMode:
+        """The mode a request without one gets: Gumbel-Max if it sets a temperature or min_p."""
+        return "gumbel" if temperature is not None or min_p is not None else self.default_mode
+
     @torch.inference_mode()
     def graphs(
         self,
@@ -82,18 +90,23 @@ class MoleculeSampler:
         seed: int | None = None,
         mode: SamplingMode | None = None,
         temperature: float | None = None,
+        min_p: float | None = None,
         batch_size: int = 2048,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """n integer graphs: atoms (n, N) and bonds (n, N, N), uint8.
 
-        A given temperature implies Gumbel-Max sampling unless ``mode`` says otherwise.
+        A given temperature or min_p implies Gumbel-Max sampling unless ``mode`` says otherwise;
+        what is not given comes from the checkpoint's sampling settings.
         """
         if n < 0:
             raise ValueError(f"n must be >= 0, got {n}")
-        mode = mode or ("gumbel" if temperature is not None else self.default_mode)
+        mode = mode or self.resolve_mode(temperature, min_p)
         temperature = self.default_temperature if temperature is None else temperature
+        min_p = self.default_min_p if min_p is None else min_p
         if not temperature > 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
+        if not 0 <= min_p < 1:
+            raise ValueError(f"min_p must be in [0, 1), got {min_p}")
         rng = torch.Generator().manual_seed(secrets.randbits(63) if seed is None else seed)
         n_atoms = self.vocab.max_atoms
         atoms = torch.empty(n, n_atoms, dtype=torch.uint8)
@@ -101,7 +114,7 @@ class MoleculeSampler:
         for start in range(0, n, batch_size):
             stop = min(start + batch_size, n)
             logits = self.generator(self.generator.noise(stop - start, rng))
-            a, b = logits.sample(mode, temperature, rng)
+            a, b = logits.sample(mode, temperature, rng, min_p)
             atoms[start:stop], bonds[start:stop] = a, b
         return atoms, bonds
 
@@ -112,9 +125,10 @@ class MoleculeSampler:
         seed: int | None = None,
         mode: SamplingMode | None = None,
         temperature: float | None = None,
+        min_p: float | None = None,
     ) -> list[Sample]:
         """n raw samples in order, decoded to canonical SMILES."""
-        atoms, bonds = self.graphs(n, seed=seed, mode=mode, temperature=temperature)
+        atoms, bonds = self.graphs(n, seed=seed, mode=mode, temperature=temperature, min_p=min_p)
         smiles = decode_batch(atoms, bonds, self.vocab)
         return [Sample(s, is_connected(s)) for s in smiles]
 
@@ -152,6 +166,7 @@ def sample_filtered(
     seed: int | None = None,
     mode: SamplingMode | None = None,
     temperature: float | None = None,
+    min_p: float | None = None,
     valid_only: bool = False,
     unique: bool = False,
     max_attempts: int | None = None,
@@ -176,7 +191,7 @@ def sample_filtered(
         # Ask for what is missing plus headroom for the expected rejects, within the cap.
         want = n - len(kept)
         batch = min(max_attempts - drawn, want if not (valid_only or unique) else 2 * want + 16)
-        for s in sampler.sample(batch, seed=round_seed, mode=mode, temperature=temperature):
+        for s in sampler.sample(batch, seed=round_seed, mode=mode, temperature=temperature, min_p=min_p):
             fresh = s.smiles is not None and s.smiles not in seen
             if (not valid_only or s.valid) and (not unique or fresh) and len(kept) < n:
                 kept.append(s)

@@ -1,8 +1,9 @@
 """Turn a run's best checkpoint into the checkpoint bundled with the package.
 
-    python scripts/bundle_checkpoint.py runs/qm9/best.safetensors [--samples 10000] [--temperature T]
+    python scripts/bundle_checkpoint.py runs/qm9/best.safetensors [--samples 10000] \
+        [--temperature T] [--min-p P]
 
-Keeps only the generator (what sampling needs), sets the default sampling temperature if given,
+Keeps only the generator (what sampling needs), sets the default sampling temperature and min-p if given,
 evaluates it with ``molgan.evaluation.evaluate_sampler`` (seed 0, FCD included) and stores that
 evaluation in the checkpoint's metadata and beside it as JSON.
 """
@@ -27,6 +28,7 @@ def main() -> None:
     parser.add_argument("checkpoint", type=Path)
     parser.add_argument("--samples", type=int, default=10_000)
     parser.add_argument("--temperature", type=float, default=None)
+    parser.add_argument("--min-p", type=float, default=None)
     parser.add_argument("--out", type=Path, default=ASSETS / BUNDLED_NAME)
     args = parser.parse_args()
 
@@ -34,6 +36,8 @@ def main() -> None:
     meta = {k: v for k, v in ckpt.meta.items() if k in ("config", "vocab", "step", "metrics")}
     if args.temperature is not None:
         meta["config"]["sampling"]["temperature"] = args.temperature
+    if args.min_p is not None:
+        meta["config"]["sampling"]["min_p"] = args.min_p
     generator_tensors = {k: v for k, v in ckpt.tensors.items() if k.startswith("generator.")}
     generator, config, vocab = generator_from_checkpoint(Checkpoint(generator_tensors, meta, ckpt.path))
     sampler = MoleculeSampler(generator, vocab, config, meta)

@@ -104,6 +104,21 @@ def test_mode_and_temperature(client: TestClient, sampler: MoleculeSampler) -> N
     assert "gumbel" in response.json()["detail"][0]["msg"]
 
 
+def test_min_p(client: TestClient, sampler: MoleculeSampler) -> None:
+    out = generate(client, n=30, seed=2, min_p=0.4)
+    assert (out["stats"]["mode"], out["stats"]["min_p"]) == ("gumbel", 0.4)
+    expected = sampler.sample(30, seed=2, min_p=0.4)
+    assert [m["smiles"] for m in out["molecules"]] == [s.smiles for s in expected]
+    assert generate(client, n=5, seed=0)["stats"]["min_p"] == (
+        sampler.default_min_p if sampler.default_mode == "gumbel" else None
+    )
+    for body, field in (({"min_p": 1.0}, "min_p"), ({"min_p": -0.1}, "min_p"),
+                        ({"mode": "argmax", "min_p": 0.1}, "min_p")):
+        response = client.post("/v1/generate", json={"n": 5, **body})
+        assert response.status_code == 422, body
+        assert error_fields(response) == [field]
+
+
 def test_valid_only_and_unique_keep_sampling(client: TestClient) -> None:
     out = generate(client, n=20, seed=5, valid_only=True, unique=True)
     smiles = [m["smiles"] for m in out["molecules"]]

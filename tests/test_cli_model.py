@@ -191,6 +191,7 @@ def test_sample_warns_when_it_falls_short(trained: Path, tmp_path: Path) -> None
         (["{ckpt}", "-o", "{tmp}/out.xyz"], "cannot tell the output format"),
         (["{ckpt}", "-n", "0"], "-n"),
         (["{ckpt}", "--temperature", "0"], "--temperature"),
+        (["{ckpt}", "--min-p", "1"], "--min-p"),
         (["{corrupt}"], "truncated or corrupted"),
     ],
 )
@@ -233,6 +234,15 @@ def test_evaluate_json_scores_the_samples(toy_checkpoint: Path) -> None:
     for key in METRICS_IN_UNIT_RANGE:
         assert 0.0 <= metrics[key] <= 1.0, key
     assert metrics["mode"] == "gumbel"
+
+
+def test_evaluate_with_min_p_scores_min_p_samples(toy_checkpoint: Path) -> None:
+    code, out, err = invoke("evaluate", toy_checkpoint, "-n", "60", "--seed", "5", "--min-p", "0.3", "--json")
+    assert code == 0, err
+    metrics = json.loads(out)
+    samples = MoleculeSampler.load(toy_checkpoint).sample(60, seed=5, min_p=0.3)
+    assert metrics["validity"] == pytest.approx(sum(s.valid for s in samples) / 60)
+    assert (metrics["mode"], metrics["min_p"], metrics["temperature"]) == ("gumbel", 0.3, 1.0)
 
 
 def test_evaluate_without_the_checkpoint_dataset_fails_clearly(toy_checkpoint: Path, tmp_path: Path) -> None:

@@ -17,6 +17,7 @@ from molgan.gumbel import (
     relax,
     sample_gumbel,
     temperature,
+    truncate_min_p,
 )
 
 
@@ -190,3 +191,31 @@ def test_schedule_rejects_a_zero_floor() -> None:
         temperature(10, 100, "linear", 0.1, 1.0)
     with pytest.raises(ValueError, match="unknown schedule"):
         temperature(10, 100, "step", 1.0, 0.1)  # type: ignore[arg-type]
+
+
+# ------------------------------------------------------------------------------ min-p truncation
+
+
+def test_min_p_keeps_exactly_the_classes_above_the_threshold() -> None:
+    probs = torch.tensor([[0.5, 0.3, 0.12, 0.08], [0.97, 0.01, 0.01, 0.01], [0.25, 0.25, 0.25, 0.25]])
+    truncated = truncate_min_p(probs.log(), 0.2)
+    # Thresholds: 0.2 * 0.5 = 0.1, 0.2 * 0.97 = 0.194, 0.2 * 0.25 = 0.05.
+    kept = torch.isfinite(truncated)
+    assert kept.tolist() == [[True, True, True, False], [True, False, False, False], [True] * 4]
+    torch.testing.assert_close(truncated[kept], probs.log()[kept])
+    torch.testing.assert_close(truncate_min_p(probs.log(), 0.0), probs.log())
+
+
+def test_min_p_sampling_draws_the_renormalised_truncated_distribution() -> None:
+    probs = torch.tensor([0.5, 0.3, 0.12, 0.08])
+    logits = truncate_min_p(probs.log().expand(200_000, 4), 0.2)
+    counts = torch.bincount(gumbel_max(logits, 1.0, gen(3)), minlength=4).double()
+    expected = torch.tensor([0.5, 0.3, 0.12, 0.0]) / 0.92
+    assert counts[3] == 0
+    torch.testing.assert_close(counts / counts.sum(), expected.double(), atol=4e-3, rtol=0)
+
+
+def test_min_p_out_of_range_is_an_error() -> None:
+    for bad in (-0.1, 1.0, 2.0):
+        with pytest.raises(ValueError, match="min_p"):
+            truncate_min_p(torch.zeros(3), bad)

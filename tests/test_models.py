@@ -214,6 +214,34 @@ def test_log_prob_matches_hand_computation() -> None:
         torch.testing.assert_close(logits.log_prob(atoms, bonds, t), torch.tensor(expected))
 
 
+def test_min_p_log_prob_is_the_log_frequency_of_min_p_samples() -> None:
+    # One atom with 3 types, no pairs: p = (0.6, 0.3, 0.1); min_p 0.25 keeps (0.6, 0.3) -> (2/3, 1/3).
+    probs = torch.tensor([0.6, 0.3, 0.1])
+    logits = GraphLogits(probs.log().expand(40_000, 1, 3), torch.zeros(40_000, 0, 2))
+    atoms, bonds = logits.sample("gumbel", 1.0, torch.Generator().manual_seed(1), min_p=0.25)
+    freq = torch.bincount(atoms.flatten(), minlength=3).double() / 40_000
+    torch.testing.assert_close(freq, torch.tensor([2 / 3, 1 / 3, 0.0], dtype=torch.double), atol=0.01, rtol=0)
+    lp = logits.log_prob(atoms, bonds, 1.0, 0.25)
+    first = lp[atoms.flatten() == 0]
+    torch.testing.assert_close(first, torch.full_like(first, math.log(2 / 3)))
+    never = torch.full_like(atoms, 2)
+    assert torch.isneginf(logits.log_prob(never, bonds, 1.0, 0.25)).all()
+
+
+def test_truncated_entropy_and_log_prob_have_finite_gradients(model_cfg: ModelConfig) -> None:
+    logits = logits_of(model_cfg)
+    leaf = GraphLogits(logits.atoms.detach().requires_grad_(), logits.pairs.detach().requires_grad_())
+    atoms, bonds = leaf.sample("gumbel", 0.7, torch.Generator().manual_seed(0), min_p=0.3)
+    policy = leaf.tempered(0.7, 0.3)
+    assert torch.isinf(policy.atoms).any(), "min_p 0.3 should truncate some classes here"
+    h = policy.entropy()
+    assert torch.isfinite(h).all() and (h >= 0).all()
+    (leaf.log_prob(atoms, bonds, 0.7, 0.3).sum() - h.sum()).backward()
+    assert torch.isfinite(leaf.atoms.grad).all() and torch.isfinite(leaf.pairs.grad).all()
+    # A truncated class cannot be sampled, so it gets no gradient either.
+    assert (leaf.atoms.grad[torch.isinf(policy.atoms)] == 0).all()
+
+
 def test_log_prob_gradient_raises_probability_of_the_sample(model_cfg: ModelConfig) -> None:
     logits = logits_of(model_cfg)
     atoms, bonds = logits.sample("gumbel", 1.0, torch.Generator().manual_seed(0))

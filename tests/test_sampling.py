@@ -85,11 +85,25 @@ def test_lower_temperature_gives_fewer_distinct_graphs(toy: MoleculeSampler) -> 
     assert distinct(0.3) < distinct(1.0) < distinct(3.0)
 
 
+def test_min_p_implies_gumbel_and_trims_the_choices(toy: MoleculeSampler) -> None:
+    plain = toy.graphs(400, seed=3, temperature=2.0)
+    assert torch.equal(toy.graphs(400, seed=3, temperature=2.0, min_p=0.0)[1], plain[1])
+    trimmed = toy.graphs(400, seed=3, min_p=0.5)
+    assert not torch.equal(trimmed[1], toy.graphs(400, seed=3)[1])  # not argmax
+    # A high min_p keeps only the choices close to the most likely one: fewer distinct graphs.
+    def distinct(graphs: tuple[torch.Tensor, torch.Tensor]) -> int:
+        return len(torch.cat([graphs[0], graphs[1].flatten(1)], dim=1).unique(dim=0))
+
+    assert distinct(toy.graphs(400, seed=3, temperature=2.0, min_p=0.9)) < distinct(plain)
+
+
 def test_bad_arguments(toy: MoleculeSampler) -> None:
     with pytest.raises(ValueError, match="n must be"):
         toy.sample(-1, seed=0)
     with pytest.raises(ValueError, match="temperature"):
         toy.sample(3, seed=0, temperature=0.0)
+    with pytest.raises(ValueError, match="min_p"):
+        toy.sample(3, seed=0, min_p=1.0)
     with pytest.raises(ValueError, match="mode"):
         toy.sample(3, seed=0, mode="bogus")  # type: ignore[arg-type]
     assert toy.sample(0, seed=0) == []
@@ -99,7 +113,7 @@ def test_describe(toy: MoleculeSampler, debug_run: Path) -> None:
     info = MoleculeSampler.load(debug_run / LAST).describe()
     assert info["name"] == "debug" and info["step"] == 30 and info["z_dim"] == 7
     assert info["vocab"]["atoms"][0] == "*"
-    assert info["sampling"] == {"mode": "argmax", "temperature": 1.0}
+    assert info["sampling"] == {"mode": "argmax", "temperature": 1.0, "min_p": 0.0}
     assert "validity" in info["metrics"]
     assert "torch" in info["versions"]
 

@@ -63,6 +63,34 @@ def test_grouped_reinforce_with_mode_seeking_and_entropy_trains(
     assert trainer.train()["step"] == 6
 
 
+def test_min_p_policy_trains_and_snapshots_every_evaluation(
+    debug_config: Callable[..., Config], tmp_path: Path
+) -> None:
+    from molgan.checkpoint import load_checkpoint
+    from training.trainer import SNAPSHOTS
+
+    config = debug_config(
+        "train.rl_estimator=reinforce",
+        "train.rl_start_step=0",
+        "train.entropy_weight=0.1",
+        "sampling.mode=gumbel",
+        "sampling.min_p=0.3",
+        "train.keep_snapshots=true",
+        "train.steps=8",
+        "train.eval_every=4",
+    )
+    trainer = Trainer(config, tmp_path / "run", progress=False)
+    stats = trainer.generator_step(trainer.tau())
+    assert torch.isfinite(torch.tensor(stats["g_loss"]))
+    assert all(torch.isfinite(p.grad).all() for p in trainer.generator.parameters() if p.grad is not None)
+    trainer.train()
+    snapshots = sorted(p.name for p in (tmp_path / "run" / SNAPSHOTS).iterdir())
+    assert snapshots == ["step-0000004.safetensors", "step-0000008.safetensors"]
+    meta = load_checkpoint(tmp_path / "run" / SNAPSHOTS / snapshots[0]).meta
+    assert meta["step"] == 4 and "validity" in meta["metrics"]
+    assert meta["config"]["sampling"]["min_p"] == 0.3
+
+
 def test_a_fixed_atom_vocabulary_skips_other_atoms(
     tmp_path: Path, debug_config: Callable[..., Config]
 ) -> None:

@@ -44,6 +44,7 @@ from molgan.rewards import RewardFunction
 log = logging.getLogger(__name__)
 
 LAST, BEST = "last.safetensors", "best.safetensors"
+SNAPSHOTS = "snapshots"
 
 
 def gradient_penalty(
@@ -195,8 +196,8 @@ class Trainer:
 
         if cfg.rl_estimator == "reinforce":
             # Exact samples of the distribution that Gumbel-Max sampling draws from at test time.
-            rl_tau = self.config.sampling.temperature
-            atoms, bonds = logits.sample("gumbel", rl_tau, self.rng)
+            policy = self.config.sampling
+            atoms, bonds = logits.sample("gumbel", policy.temperature, self.rng, policy.min_p)
             smiles = decode_batch(atoms, bonds, self.vocab)
             reward = self.reward_fn(smiles)
             if rl_on:
@@ -207,9 +208,10 @@ class Trainer:
                     advantage = ((groups - groups.mean(1, keepdim=True)) * k / (k - 1)).flatten()
                 else:
                     advantage = reward - reward.mean()
-                rl = -(advantage * logits.log_prob(atoms, bonds, rl_tau)).mean()
+                rl = -(advantage * logits.log_prob(atoms, bonds, policy.temperature, policy.min_p)).mean()
                 if cfg.entropy_weight > 0:
-                    rl = rl - cfg.entropy_weight * logits.entropy().mean()
+                    entropy = logits.tempered(policy.temperature, policy.min_p).entropy()
+                    rl = rl - cfg.entropy_weight * entropy.mean()
             reward_graphs = None
         else:
             smiles = decode_batch(*fake.indices(), self.vocab)
@@ -245,7 +247,7 @@ class Trainer:
         results: dict[str, Any] = {}
         logits = self.generator(self.generator.noise(cfg.eval_samples, rng))
         for mode in ("argmax", "gumbel"):
-            atoms, bonds = logits.sample(mode, sampling.temperature, rng)
+            atoms, bonds = logits.sample(mode, sampling.temperature, rng, sampling.min_p)
             m = evaluate_smiles(decode_batch(atoms, bonds, self.vocab), self.train_smiles).to_dict()
             for key in ("validity", "validity_loose", "uniqueness", "novelty", "vun", "qed_mean"):
                 results[f"{mode}_{key}"] = m[key]
@@ -360,6 +362,8 @@ class Trainer:
                     last_eval = self.evaluate()
                     metrics_file.write(json.dumps({"step": step, "eval": last_eval}) + "\n")
                     metrics_file.flush()
+                    if cfg.keep_snapshots:
+                        self.save(f"{SNAPSHOTS}/step-{step:07d}.safetensors", last_eval, full=False)
                     if last_eval["score"] > self.state.best_score:
                         self.state.best_score, self.state.best_step = last_eval["score"], step
                         self.save(BEST, last_eval, full=False)

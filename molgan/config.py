@@ -95,7 +95,7 @@ class SamplingConfig(_Section):
     temperature: float = Field(1.0, gt=0.0)
     min_p: float = Field(0.0, ge=0.0, lt=1.0)
     """Gumbel-Max skips classes less likely than ``min_p`` times a choice's most likely class
-    (0 = plain Gumbel-Max). REINFORCE trains the same truncated distribution."""
+    (0 = plain Gumbel-Max). A test-time setting: REINFORCE samples without it."""
 
 
 class TrainConfig(_Section):

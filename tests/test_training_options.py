@@ -63,7 +63,7 @@ def test_grouped_reinforce_with_mode_seeking_and_entropy_trains(
     assert trainer.train()["step"] == 6
 
 
-def test_min_p_policy_trains_and_snapshots_every_evaluation(
+def test_min_p_sampling_trains_and_snapshots_every_evaluation(
     debug_config: Callable[..., Config], tmp_path: Path
 ) -> None:
     from molgan.checkpoint import load_checkpoint

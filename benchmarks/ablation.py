@@ -1,7 +1,8 @@
 """Ablation of the design choices of configs/qm9.yaml: each variant trains for the same number
 of generator steps, then its best checkpoint is scored on raw samples.
 
-    python benchmarks/ablation.py --steps 3000 --samples 5000 [--fcd] [--variants base,lam05]
+    python benchmarks/ablation.py --steps 3000 --samples 5000 [--fcd] [--variants base,lam05] \
+        [--set train.batch_size=128 ...]
 
 Prints a markdown table and writes it, with the raw numbers, under --out.
 """
@@ -37,7 +38,7 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
 def run_variant(name: str, overrides: list[str], args: argparse.Namespace, seed: int) -> dict[str, object]:
     config = load_config(
         ROOT / "configs" / "qm9.yaml",
-        [*overrides, f"train.steps={args.steps}", f"train.seed={seed}", "train.max_minutes=null"],
+        [*args.set, *overrides, f"train.steps={args.steps}", f"train.seed={seed}", "train.max_minutes=null"],
     )
     run_dir = args.out / f"{name}-s{seed}"
     started = time.perf_counter()
@@ -61,6 +62,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=str, default="0")
     parser.add_argument("--variants", type=str, default=",".join(VARIANTS))
     parser.add_argument("--fcd", action="store_true")
+    parser.add_argument("--set", action="append", default=[], help="Override for every variant (repeatable).")
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "ablation")
     args = parser.parse_args()
 

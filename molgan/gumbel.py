@@ -29,7 +29,8 @@ Schedule = Literal["constant", "exponential", "linear", "cosine"]
 SCHEDULES: tuple[str, ...] = get_args(Schedule)
 
 
-def _check_tau(tau: float) -> None:
+def check_temperature(tau: float) -> None:
+    """Raise ValueError unless ``tau`` is a finite number > 0."""
     if not (tau > 0 and math.isfinite(tau)):
         raise ValueError(f"temperature must be a finite number > 0, got {tau!r}")
 
@@ -67,7 +68,7 @@ def gumbel_max(
     (> 1) that distribution to ``softmax(logits / tau)``. Returns integer class indices with ``dim``
     removed. Not differentiable.
     """
-    _check_tau(tau)
+    check_temperature(tau)
     g = sample_gumbel(logits.shape, generator, device=logits.device, dtype=_float_dtype(logits))
     return (logits / tau + g).argmax(dim=dim)
 
@@ -99,7 +100,7 @@ def gumbel_softmax(
     With ``hard=True`` the straight-through variant: the forward value is exactly the one-hot of the
     soft sample's argmax, the gradient is the gradient of the soft sample.
     """
-    _check_tau(tau)
+    check_temperature(tau)
     g = sample_gumbel(logits.shape, generator, device=logits.device, dtype=_float_dtype(logits))
     soft = F.softmax((logits + g) / tau, dim=dim)
     return _straight_through(soft, dim) if hard else soft
@@ -120,14 +121,14 @@ def relax(
     * ``st``: one-hot of ``argmax(logits)`` forward, ``softmax(logits / tau)`` backward, no noise.
     """
     if estimator == "softmax":
-        _check_tau(tau)
+        check_temperature(tau)
         return F.softmax(logits / tau, dim=dim)
     if estimator == "gumbel":
         return gumbel_softmax(logits, tau, hard=False, generator=generator, dim=dim)
     if estimator == "st_gumbel":
         return gumbel_softmax(logits, tau, hard=True, generator=generator, dim=dim)
     if estimator == "st":
-        _check_tau(tau)
+        check_temperature(tau)
         return _straight_through(F.softmax(logits / tau, dim=dim), dim)
     raise ValueError(f"unknown estimator {estimator!r}; choose one of {', '.join(ESTIMATORS)}")
 
@@ -156,8 +157,8 @@ def temperature(
     The schedule reaches ``tau_min`` at ``total_steps`` and stays there; it is never below
     ``tau_min``, which must be > 0, so the temperature never reaches 0.
     """
-    _check_tau(tau_min)
-    _check_tau(tau_start)
+    check_temperature(tau_min)
+    check_temperature(tau_start)
     if tau_start < tau_min:
         raise ValueError(f"tau_start ({tau_start}) must be >= tau_min ({tau_min})")
     if schedule not in SCHEDULES:

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from molgan.config import ModelConfig
-from molgan.gumbel import Estimator, gumbel_max, relax, truncate_min_p
+from molgan.gumbel import Estimator, check_temperature, gumbel_max, relax, truncate_min_p
 
 
 @dataclass(frozen=True)
@@ -78,8 +78,7 @@ class GraphLogits:
     def tempered(self, temperature: float = 1.0, min_p: float = 0.0) -> GraphLogits:
         """The logits that Gumbel-Max sampling draws from: ``logits / temperature``, then min-p
         truncation (``molgan.gumbel.truncate_min_p``)."""
-        if not temperature > 0:
-            raise ValueError(f"temperature must be > 0, got {temperature}")
+        check_temperature(temperature)
         return GraphLogits(
             truncate_min_p(self.atoms / temperature, min_p), truncate_min_p(self.pairs / temperature, min_p)
         )

@@ -228,6 +228,13 @@ def test_min_p_log_prob_is_the_log_frequency_of_min_p_samples() -> None:
     assert torch.isneginf(logits.log_prob(never, bonds, 1.0, 0.25)).all()
 
 
+@pytest.mark.parametrize("bad", [0.0, -1.0, float("inf"), float("nan")])
+def test_gumbel_sampling_rejects_a_temperature_that_is_not_finite_and_positive(bad: float) -> None:
+    logits = GraphLogits(torch.zeros(1, 3, 2), torch.zeros(1, 3, 2))
+    with pytest.raises(ValueError, match="finite number > 0"):
+        logits.sample("gumbel", bad, torch.Generator().manual_seed(0))
+
+
 def test_truncated_entropy_and_log_prob_have_finite_gradients(model_cfg: ModelConfig) -> None:
     logits = logits_of(model_cfg)
     leaf = GraphLogits(logits.atoms.detach().requires_grad_(), logits.pairs.detach().requires_grad_())

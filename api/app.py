@@ -243,28 +243,24 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         started = time.perf_counter()
         request: GenerateRequestBase = body
         sampler = service.sampler
-        mode = request.mode or sampler.resolve_mode(request.temperature, request.min_p)
+        use = sampler.settings(request.mode, request.temperature, request.min_p)
         for field in ("temperature", "min_p"):
-            if mode == "argmax" and getattr(request, field) is not None:
+            if use.mode == "argmax" and getattr(request, field) is not None:
                 raise _field_error("body", field, f"{field} applies to mode 'gumbel' only",
                                    getattr(request, field))
-        temperature = min_p = None
-        if mode == "gumbel":
-            temperature = request.temperature or sampler.default_temperature  # a given one is > 0
-            min_p = sampler.default_min_p if request.min_p is None else request.min_p
         seed = request.seed if request.seed is not None else secrets.randbelow(MAX_SEED + 1)
 
         def work() -> tuple[bytes, GenerateStats]:
             """Sample, then encode the answer, all off the event loop."""
             result = sample_filtered(
-                sampler, request.n, seed=seed, mode=mode, temperature=temperature, min_p=min_p,
+                sampler, request.n, seed=seed, mode=use.mode, temperature=use.temperature, min_p=use.min_p,
                 valid_only=request.valid_only, unique=request.unique,
             )
             valid = [s.smiles for s in result.samples if s.valid]
             stats = GenerateStats(
                 requested=request.n, returned=len(result.samples), sampled=result.sampled, valid=len(valid),
-                unique=len(set(valid)), fell_short=result.fell_short, seed=seed, mode=mode,
-                temperature=temperature, min_p=min_p,
+                unique=len(set(valid)), fell_short=result.fell_short, seed=seed, mode=use.mode,
+                temperature=use.temperature, min_p=use.min_p,
                 elapsed_ms=round((time.perf_counter() - started) * 1000, 3),
             )
             answer = {

@@ -36,13 +36,12 @@ def evaluate_sampler(
     metrics = evaluate_smiles(
         [s.smiles for s in samples], train_smiles, reference_smiles=reference, compute_fcd=fcd
     ).to_dict()
-    used_mode = mode or sampler.resolve_mode(temperature, min_p)
-    gumbel = used_mode == "gumbel"
+    used = sampler.settings(mode, temperature, min_p)
     metrics |= {
         "seed": seed,
-        "mode": used_mode,
-        "temperature": (temperature or sampler.default_temperature) if gumbel else None,
-        "min_p": (sampler.default_min_p if min_p is None else min_p) if gumbel else None,
+        "mode": used.mode,
+        "temperature": used.temperature,
+        "min_p": used.min_p,
         "sampling_seconds": round(sampling_s, 3),
         "step": sampler.meta.get("step"),
     }

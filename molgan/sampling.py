@@ -29,6 +29,16 @@ SamplingMode = Literal["argmax", "gumbel"]
 
 
 @dataclass(frozen=True)
+class SamplingSettings:
+    """How graphs are taken from the generator; ``temperature`` and ``min_p`` are ``None`` for
+    argmax."""
+
+    mode: SamplingMode
+    temperature: float | None = None
+    min_p: float | None = None
+
+
+@dataclass(frozen=True)
 class Sample:
     """One generated graph: canonical SMILES (``None`` if RDKit cannot sanitize it) and strict
     validity (sanitizes and is one connected fragment)."""
@@ -78,9 +88,26 @@ class MoleculeSampler:
     def default_min_p(self) -> float:
         return self.config.sampling.min_p
 
-    def resolve_mode(self, temperature: float | None = None, min_p: float | None = None) -> SamplingMode:
-        """The mode a request without one gets: Gumbel-Max if it sets a temperature or min_p."""
-        return "gumbel" if temperature is not None or min_p is not None else self.default_mode
+    def settings(
+        self, mode: SamplingMode | None = None, temperature: float | None = None, min_p: float | None = None
+    ) -> SamplingSettings:
+        """What a call with these arguments samples with.
+
+        A given temperature or min_p implies Gumbel-Max sampling unless ``mode`` says otherwise;
+        what is not given comes from the checkpoint's sampling settings.
+        """
+        if temperature is not None and not temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
+        if min_p is not None and not 0 <= min_p < 1:
+            raise ValueError(f"min_p must be in [0, 1), got {min_p}")
+        mode = mode or ("gumbel" if temperature is not None or min_p is not None else self.default_mode)
+        if mode == "argmax":
+            return SamplingSettings(mode)
+        return SamplingSettings(
+            mode,
+            self.default_temperature if temperature is None else temperature,
+            self.default_min_p if min_p is None else min_p,
+        )
 
     @torch.inference_mode()
     def graphs(
@@ -93,20 +120,11 @@ class MoleculeSampler:
         min_p: float | None = None,
         batch_size: int = 2048,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """n integer graphs: atoms (n, N) and bonds (n, N, N), uint8.
-
-        A given temperature or min_p implies Gumbel-Max sampling unless ``mode`` says otherwise;
-        what is not given comes from the checkpoint's sampling settings.
-        """
+        """n integer graphs: atoms (n, N) and bonds (n, N, N), uint8, sampled with
+        ``settings(mode, temperature, min_p)``."""
         if n < 0:
             raise ValueError(f"n must be >= 0, got {n}")
-        mode = mode or self.resolve_mode(temperature, min_p)
-        temperature = self.default_temperature if temperature is None else temperature
-        min_p = self.default_min_p if min_p is None else min_p
-        if not temperature > 0:
-            raise ValueError(f"temperature must be > 0, got {temperature}")
-        if not 0 <= min_p < 1:
-            raise ValueError(f"min_p must be in [0, 1), got {min_p}")
+        use = self.settings(mode, temperature, min_p)
         rng = torch.Generator().manual_seed(secrets.randbits(63) if seed is None else seed)
         n_atoms = self.vocab.max_atoms
         atoms = torch.empty(n, n_atoms, dtype=torch.uint8)
@@ -114,7 +132,8 @@ class MoleculeSampler:
         for start in range(0, n, batch_size):
             stop = min(start + batch_size, n)
             logits = self.generator(self.generator.noise(stop - start, rng))
-            a, b = logits.sample(mode, temperature, rng, min_p)
+            # Argmax has no temperature or min-p; the placeholders are not used.
+            a, b = logits.sample(use.mode, use.temperature or 1.0, rng, use.min_p or 0.0)
             atoms[start:stop], bonds[start:stop] = a, b
         return atoms, bonds
 

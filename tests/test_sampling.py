@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from molgan.chem import is_connected, to_mol
-from molgan.sampling import MoleculeSampler, Sample, sample_filtered
+from molgan.sampling import MoleculeSampler, Sample, SamplingSettings, sample_filtered
 from training.trainer import LAST
 
 
@@ -83,6 +83,15 @@ def test_lower_temperature_gives_fewer_distinct_graphs(toy: MoleculeSampler) -> 
         return len(torch.cat([atoms, bonds.flatten(1)], dim=1).unique(dim=0))
 
     assert distinct(0.3) < distinct(1.0) < distinct(3.0)
+
+
+def test_settings_resolve_what_a_call_leaves_out(toy: MoleculeSampler) -> None:
+    assert toy.default_mode == "argmax"
+    assert toy.settings() == SamplingSettings("argmax", None, None)
+    assert toy.settings(temperature=0.5) == SamplingSettings("gumbel", 0.5, toy.default_min_p)
+    assert toy.settings(min_p=0.3) == SamplingSettings("gumbel", toy.default_temperature, 0.3)
+    assert toy.settings("gumbel") == SamplingSettings("gumbel", toy.default_temperature, toy.default_min_p)
+    assert toy.settings("argmax", temperature=0.5, min_p=0.3) == SamplingSettings("argmax", None, None)
 
 
 def test_min_p_implies_gumbel_and_trims_the_choices(toy: MoleculeSampler) -> None:

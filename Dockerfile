@@ -93,7 +93,7 @@ COPY --from=deps /opt/venv /opt/venv
 COPY --from=wheel /dist /tmp/dist
 RUN pip install --no-deps --no-index /tmp/dist/*.whl \
     && rm -rf /tmp/dist \
-    && python -c "import api.app, molgan.cli"
+    && python -c "import molgan.api.app, molgan.cli"
 
 # Settings are MOLGAN_* environment variables (see api/settings.py). MOLGAN_CHECKPOINT
 # points at a checkpoint to serve instead of the bundled one, e.g. in a mounted volume:

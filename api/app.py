@@ -1,6 +1,6 @@
 """The HTTP service: molecules from a trained generator, their drawings and the model's metadata.
 
-    uvicorn --factory api.app:create_app       # or: molgan serve
+    uvicorn --factory molgan.api.app:create_app       # or: molgan serve
 
 ``create_app(settings)`` builds an app whose lifespan loads the checkpoint once. Sampling is
 CPU-bound, so it runs on a bounded thread pool (see ``api.pool``), never on the event loop;
@@ -29,10 +29,10 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from api.body_limit import BodySizeLimit
-from api.metrics import ASGIApp, Message, MetricsMiddleware, Receive, Scope, Send, ServiceMetrics
-from api.pool import PoolFull, WorkPool
-from api.schemas import (
+from molgan.api.body_limit import BodySizeLimit
+from molgan.api.metrics import ASGIApp, Message, MetricsMiddleware, Receive, Scope, Send, ServiceMetrics
+from molgan.api.pool import PoolFull, WorkPool
+from molgan.api.schemas import (
     MAX_SEED,
     ErrorMessage,
     GenerateRequestBase,
@@ -45,7 +45,7 @@ from api.schemas import (
     Readiness,
     generate_request_model,
 )
-from api.settings import Settings, get_settings
+from molgan.api.settings import Settings, get_settings
 from molgan.checkpoint import CheckpointError, bundled_checkpoint_path
 from molgan.draw import MAX_SIZE, MIN_SIZE, smiles_to_svg
 from molgan.metrics import properties
@@ -160,7 +160,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     checkpoint = settings.checkpoint if settings.checkpoint is not None else bundled_checkpoint_path()
     metrics = ServiceMetrics()
     GenerateRequest = generate_request_model(settings.max_molecules)
-    page = (resources.files("api") / "static" / "index.html").read_text(encoding="utf-8")
+    page = (resources.files("molgan.api") / "static" / "index.html").read_text(encoding="utf-8")
     checkpoint_failed = False
 
     @asynccontextmanager

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from api.metrics import ASGIApp, Message, Receive, Scope, Send
+from molgan.api.metrics import ASGIApp, Message, Receive, Scope, Send
 
 
 class BodySizeLimit:

@@ -17,7 +17,7 @@ from pathlib import Path
 from molgan.config import load_config
 from molgan.evaluation import evaluate_sampler
 from molgan.sampling import MoleculeSampler
-from training.trainer import BEST, Trainer
+from molgan.training.trainer import BEST, Trainer
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -16,7 +16,7 @@ import json
 from pathlib import Path
 
 from molgan.config import load_config
-from training.trainer import Trainer
+from molgan.training.trainer import Trainer
 
 ROOT = Path(__file__).resolve().parents[1]
 

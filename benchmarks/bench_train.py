@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from molgan.config import load_config
-from training.trainer import Trainer
+from molgan.training.trainer import Trainer
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -102,8 +102,8 @@ def train(
 
     from molgan.checkpoint import CheckpointError
     from molgan.config import ConfigError, load_config
-    from training.report import write_report
-    from training.trainer import Trainer, resume_trainer
+    from molgan.training.report import write_report
+    from molgan.training.trainer import Trainer, resume_trainer
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     extra = list(overrides or [])
@@ -277,7 +277,7 @@ def serve(
     import uvicorn
     from pydantic import ValidationError
 
-    from api.settings import available_cpus, get_settings
+    from molgan.api.settings import available_cpus, get_settings
     from molgan.checkpoint import CheckpointError
     from molgan.sampling import MoleculeSampler
 
@@ -304,7 +304,7 @@ def serve(
     log_config = copy.deepcopy(uvicorn.config.LOGGING_CONFIG)
     log_config["loggers"]["molgan"] = {"handlers": ["default"], "level": "INFO", "propagate": False}
     uvicorn.run(
-        "api.app:create_app", factory=True, host=host, port=port, workers=workers,
+        "molgan.api.app:create_app", factory=True, host=host, port=port, workers=workers,
         log_config=log_config, timeout_graceful_shutdown=3,
     )
 

@@ -62,7 +62,7 @@ def debug_config(small_smiles_path: Path) -> Callable[..., Config]:
 @pytest.fixture(scope="session")
 def debug_run(tmp_path_factory: pytest.TempPathFactory, debug_config: Callable[..., Config]) -> Path:
     """Run directory of a finished debug training run. Shared: copy it before changing anything."""
-    from training.trainer import Trainer
+    from molgan.training.trainer import Trainer
 
     run_dir = tmp_path_factory.mktemp("debug-run") / "run"
     Trainer(debug_config(), run_dir, progress=False).train()

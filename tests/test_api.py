@@ -16,9 +16,9 @@ import pytest
 from fastapi.testclient import TestClient
 from pydantic import ValidationError
 
-from api.app import create_app
-from api.schemas import GenerateResponse
-from api.settings import Settings, get_settings
+from molgan.api.app import create_app
+from molgan.api.schemas import GenerateResponse
+from molgan.api.settings import Settings, get_settings
 from molgan.checkpoint import CheckpointError
 from molgan.config import load_config
 from molgan.metrics import is_valid, properties

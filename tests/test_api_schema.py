@@ -16,8 +16,8 @@ from hypothesis import HealthCheck, settings
 from schemathesis.python.asgi import shutdown_lifespans
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
-from api.app import create_app
-from api.settings import Settings
+from molgan.api.app import create_app
+from molgan.api.settings import Settings
 
 # A small limit keeps each generated request cheap; the schema still says where the limit is.
 MAX_N = 25

@@ -13,7 +13,7 @@ import httpx
 import pytest
 from typer.testing import CliRunner
 
-from api.settings import get_settings
+from molgan.api.settings import get_settings
 from molgan.cli import app
 from tests.api_support import ServerProcess, free_port
 
@@ -68,7 +68,8 @@ def test_uvicorn_with_a_broken_checkpoint_logs_one_line_and_exits(
     broken = tmp_path / "broken.safetensors"
     broken.write_bytes(api_checkpoint.read_bytes()[:300])
     result = subprocess.run(
-        [sys.executable, "-m", "uvicorn", "--factory", "api.app:create_app", "--port", str(free_port())],
+        [sys.executable, "-m", "uvicorn", "--factory", "molgan.api.app:create_app",
+         "--port", str(free_port())],
         capture_output=True, text=True, timeout=60, env={**os.environ, "MOLGAN_CHECKPOINT": str(broken)},
     )
     assert result.returncode == 3  # uvicorn: start-up failed

@@ -23,7 +23,7 @@ from molgan.checkpoint import (
     load_state,
 )
 from molgan.sampling import MoleculeSampler
-from training.trainer import BEST, LAST, resume_trainer
+from molgan.training.trainer import BEST, LAST, resume_trainer
 
 
 def small_net(seed: int) -> nn.Module:

@@ -17,8 +17,8 @@ from molgan.cli import app
 from molgan.config import load_config
 from molgan.metrics import properties
 from molgan.sampling import MoleculeSampler
+from molgan.training.trainer import BEST, LAST
 from tests.conftest import DEBUG_CONFIG
-from training.trainer import BEST, LAST
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 METRICS_IN_UNIT_RANGE = (

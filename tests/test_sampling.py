@@ -9,7 +9,7 @@ import torch
 
 from molgan.chem import is_connected, to_mol
 from molgan.sampling import MoleculeSampler, Sample, SamplingSettings, sample_filtered
-from training.trainer import LAST
+from molgan.training.trainer import LAST
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from molgan.sampling import MoleculeSampler
-from training.trainer import LAST, SNAPSHOTS
+from molgan.training.trainer import LAST, SNAPSHOTS
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "select_checkpoint.py"
 

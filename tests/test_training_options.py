@@ -11,7 +11,7 @@ import torch
 from molgan.config import Config, ConfigError
 from molgan.data import load_dataset
 from molgan.models import GraphLogits
-from training.trainer import Trainer, mode_seeking_ratio
+from molgan.training.trainer import Trainer, mode_seeking_ratio
 
 
 def test_mode_seeking_ratio_is_zero_when_the_noise_is_ignored() -> None:
@@ -67,7 +67,7 @@ def test_min_p_sampling_trains_and_snapshots_every_evaluation(
     debug_config: Callable[..., Config], tmp_path: Path
 ) -> None:
     from molgan.checkpoint import load_checkpoint
-    from training.trainer import SNAPSHOTS
+    from molgan.training.trainer import SNAPSHOTS
 
     config = debug_config(
         "train.rl_estimator=reinforce",

@@ -59,7 +59,7 @@ def plot_curves(metrics_path: Path, out: Path) -> Path:
 
 def write_report(run_dir: Path, n_molecules: int = 32, seed: int = 0) -> list[Path]:
     """Write ``curves.png`` and ``molecules.png`` (samples of the best checkpoint) into ``run_dir``."""
-    from training.trainer import BEST, LAST
+    from molgan.training.trainer import BEST, LAST
 
     written = []
     metrics = run_dir / "metrics.jsonl"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from molgan.api.metrics import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 
 class BodySizeLimit:

@@ -2,13 +2,29 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+import math
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 # Seeds are echoed to browsers, whose JSON numbers are exact only up to 2^53 - 1.
 MAX_SEED = 2**53 - 1
 MAX_TEMPERATURE = 100.0
+# Longest SMILES a request may send; molecules of this generator have a few dozen characters.
+MAX_SMILES_LENGTH = 500
+
+ExportFormat = Literal["csv", "sdf"]
+
+
+def json_safe(value: Any) -> Any:
+    """JSON has no NaN or infinity: those become text ("nan", "inf")."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    return value
 
 
 class GenerateRequestBase(BaseModel):
@@ -51,6 +67,28 @@ def generate_request_model(max_molecules: int) -> type[GenerateRequestBase]:
     return GenerateRequest
 
 
+class ExportRequestBase(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    smiles: list[str]
+    format: ExportFormat = Field(
+        description="'csv': every SMILES with its validity and, for valid ones, QED, logP, SA score and "
+        "molecular weight; 'sdf': the valid molecules with 2D coordinates, named by their SMILES.",
+    )
+
+
+def export_request_model(max_molecules: int) -> type[ExportRequestBase]:
+    """The export body with this server's limit on molecules written into its schema."""
+
+    class ExportRequest(ExportRequestBase):
+        smiles: list[Annotated[str, StringConstraints(min_length=1, max_length=MAX_SMILES_LENGTH)]] = Field(
+            min_length=1, max_length=max_molecules,
+            description="The molecules to write, in order; each must parse in RDKit.",
+        )
+
+    return ExportRequest
+
+
 class Molecule(BaseModel):
     smiles: str | None = Field(description="Canonical SMILES; null when the graph does not sanitize.")
     valid: bool = Field(description="Sanitizes in RDKit and is one connected molecule.")
@@ -77,7 +115,7 @@ class GenerateStats(BaseModel):
 class ModelSummary(BaseModel):
     name: str = Field(description="Name of the training configuration.")
     step: int | None = Field(description="Generator steps the checkpoint was trained for.")
-    checkpoint: str = Field(description="Checkpoint file the server loaded.")
+    checkpoint: str = Field(description="File name of the checkpoint the server loaded (not its path).")
 
 
 class GenerateResponse(BaseModel):
@@ -105,6 +143,7 @@ class Limits(BaseModel):
 
 
 class ModelInfo(ModelSummary):
+    sha256: str = Field(description="SHA-256 of the checkpoint file, to tell checkpoints of one name apart.")
     vocab: Vocabulary
     sampling: SamplingDefaults = Field(description="Used for what a request does not set.")
     z_dim: int = Field(description="Size of the generator's noise vector.")

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import csv
+import hashlib
+import io
 import json
 import logging
 import math
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -15,8 +19,10 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 from pydantic import ValidationError
+from rdkit import Chem
 
 from molgan.api.app import create_app
+from molgan.api.deps import loaded_service
 from molgan.api.schemas import GenerateResponse
 from molgan.api.settings import Settings, get_settings
 from molgan.checkpoint import CheckpointError
@@ -56,7 +62,10 @@ def error_fields(response: Any) -> list[str]:
 
 
 def test_generate_returns_molecules_stats_and_model(client: TestClient, api_checkpoint: Path) -> None:
-    out = generate(client, n=40, seed=3)
+    response = client.post("/v1/generate", json={"n": 40, "seed": 3})
+    assert response.status_code == 200, response.text
+    assert str(api_checkpoint.parent) not in response.text  # the server's paths stay private
+    out = response.json()
     GenerateResponse.model_validate(out)
     molecules, stats = out["molecules"], out["stats"]
     assert len(molecules) == 40
@@ -72,7 +81,7 @@ def test_generate_returns_molecules_stats_and_model(client: TestClient, api_chec
     assert stats["fell_short"] is False
     assert (stats["mode"], stats["temperature"]) == ("argmax", None)
     assert stats["elapsed_ms"] > 0
-    assert out["model"] == {"name": "debug", "step": 0, "checkpoint": str(api_checkpoint)}
+    assert out["model"] == {"name": "debug", "step": 0, "checkpoint": api_checkpoint.name}
 
 
 def test_same_seed_same_molecules_as_the_library(client: TestClient, sampler: MoleculeSampler) -> None:
@@ -250,15 +259,96 @@ def test_depict_rejects_bad_input(client: TestClient, params: dict[str, Any], fi
     assert says in response.json()["detail"][0]["msg"]
 
 
+# --------------------------------------------------------------------------- /v1/export
+
+# Two valid molecules, two fragments in one SMILES (parses, not valid), and another valid one.
+EXPORT_SMILES = ["CCO", "c1ccccc1O", "CC.O", "N#CC(=O)O"]
+
+
+def export(client: TestClient, smiles: list[str], fmt: str) -> Any:
+    response = client.post("/v1/export", json={"smiles": smiles, "format": fmt})
+    assert response.status_code == 200, response.text
+    assert response.headers["content-disposition"] == f'attachment; filename="molecules.{fmt}"'
+    return response
+
+
+def test_export_csv_lists_smiles_validity_and_properties(client: TestClient) -> None:
+    response = export(client, EXPORT_SMILES, "csv")
+    assert response.headers["content-type"].startswith("text/csv")
+    rows = list(csv.DictReader(io.StringIO(response.text)))
+    assert list(rows[0]) == ["smiles", "valid", "qed", "logp", "sa", "mol_weight"]
+    assert [r["smiles"] for r in rows] == EXPORT_SMILES
+    assert [r["valid"] for r in rows] == ["True", "True", "False", "True"]
+    for row in rows:
+        values = {k: row[k] for k in ("qed", "logp", "sa", "mol_weight")}
+        if row["valid"] == "True":
+            expected = properties(row["smiles"])
+            assert {k: float(v) for k, v in values.items()} == pytest.approx(expected, abs=1e-4)
+        else:
+            assert set(values.values()) == {""}
+
+
+def test_export_sdf_has_the_valid_molecules_with_2d_coordinates(client: TestClient) -> None:
+    response = export(client, EXPORT_SMILES, "sdf")
+    assert response.headers["content-type"] == "chemical/x-mdl-sdfile"
+    molecules = list(Chem.ForwardSDMolSupplier(io.BytesIO(response.content)))
+    valid = [s for s in EXPORT_SMILES if is_valid(s)]
+    assert [m.GetProp("_Name") for m in molecules] == valid
+    for mol, smiles in zip(molecules, valid, strict=True):
+        assert Chem.MolToSmiles(mol) == Chem.MolToSmiles(Chem.MolFromSmiles(smiles))
+        conformer = mol.GetConformer()
+        assert not conformer.Is3D()
+        positions = conformer.GetPositions().tolist()  # (atoms, 3)
+        assert all(z == 0 for _, _, z in positions)
+        # Laid out in the plane: no two atoms on one spot.
+        assert len({(round(x, 3), round(y, 3)) for x, y, _ in positions}) == mol.GetNumAtoms()
+
+
+def test_export_of_generated_molecules(client: TestClient) -> None:
+    molecules = generate(client, n=30, seed=2, temperature=1.0)["molecules"]
+    shown = [m for m in molecules if m["smiles"] is not None]
+    rows = list(csv.DictReader(io.StringIO(export(client, [m["smiles"] for m in shown], "csv").text)))
+    assert [(r["smiles"], r["valid"]) for r in rows] == [(m["smiles"], str(m["valid"])) for m in shown]
+    sdf = export(client, [m["smiles"] for m in shown], "sdf").content
+    names = [m.GetProp("_Name") for m in Chem.ForwardSDMolSupplier(io.BytesIO(sdf))]
+    assert names == [m["smiles"] for m in shown if m["valid"]]
+
+
+@pytest.mark.parametrize(
+    ("body", "field", "says"),
+    [
+        ({"smiles": ["CCO", "C1CC"], "format": "csv"}, "smiles.1", "does not parse"),
+        ({"smiles": ["CCO", "not a molecule"], "format": "sdf"}, "smiles.1", "does not parse"),
+        ({"smiles": [], "format": "csv"}, "smiles", "at least 1 item"),
+        ({"smiles": ["C"] * (MAX_N + 1), "format": "sdf"}, "smiles", f"at most {MAX_N} items"),
+        ({"smiles": ["CCO", ""], "format": "csv"}, "smiles.1", "at least 1 character"),
+        ({"smiles": ["C" * 501], "format": "csv"}, "smiles.0", "at most 500 characters"),
+        ({"smiles": "CCO", "format": "csv"}, "smiles", "valid list"),
+        ({"smiles": ["CCO", 5], "format": "csv"}, "smiles.1", "valid string"),
+        ({"smiles": ["CCO"], "format": "pdf"}, "format", "'csv' or 'sdf'"),
+        ({"smiles": ["CCO"]}, "format", "required"),
+        ({"smiles": ["CCO"], "format": "csv", "path": "/etc/passwd"}, "path", "not permitted"),
+    ],
+)
+def test_export_rejects_bad_input(client: TestClient, body: dict[str, Any], field: str, says: str) -> None:
+    response = client.post("/v1/export", json=body)
+    assert response.status_code == 422, response.text
+    assert error_fields(response) == [field]
+    assert says in response.json()["detail"][0]["msg"]
+
+
 # --------------------------------------------------------------------------- model, health, metrics, page
 
 
 def test_model_metadata(client: TestClient, sampler: MoleculeSampler, api_checkpoint: Path) -> None:
-    info = client.get("/v1/model").json()
+    response = client.get("/v1/model")
+    info = response.json()
     described = sampler.describe()
     for key in ("name", "step", "vocab", "sampling", "z_dim", "metrics", "versions"):
         assert info[key] == described[key]
-    assert info["checkpoint"] == str(api_checkpoint)
+    assert info["checkpoint"] == "debug.safetensors"
+    assert info["sha256"] == hashlib.sha256(api_checkpoint.read_bytes()).hexdigest()
+    assert str(api_checkpoint.parent) not in response.text
     assert info["limits"] == {"max_molecules": MAX_N, "max_body_bytes": 65536, "request_timeout_s": 30.0}
 
 
@@ -285,7 +375,28 @@ def test_not_ready_before_the_model_is_loaded(api_checkpoint: Path) -> None:
     response = client.post("/v1/generate", json={"n": 1})
     assert response.status_code == 503
     assert response.headers["retry-after"] == "1"
+    assert response.json() == {"detail": "the model is not loaded"}
     assert client.get("/v1/model").status_code == 503
+    assert client.post("/v1/export", json={"smiles": ["CCO"], "format": "csv"}).status_code == 503
+    assert metric(client.get("/metrics").text, "molgan_work_pending") == 0
+
+
+def test_every_route_sees_the_model_through_one_dependency(api_checkpoint: Path) -> None:
+    app = create_app(Settings(checkpoint=api_checkpoint, worker_threads=1))
+    with TestClient(app) as client:
+        assert client.get("/ready").json() == {"status": "ready", "model": "debug"}
+        # /metrics reports the queue of the pool that the dependency hands out.
+        with occupied_pool(app):
+            assert metric(client.get("/metrics").text, "molgan_work_pending") == 1
+        assert metric(client.get("/metrics").text, "molgan_work_pending") == 0
+        # The model loaded, but the dependency says it is not: every route follows the dependency.
+        app.dependency_overrides[loaded_service] = lambda: None
+        assert client.get("/ready").status_code == 503
+        assert client.get("/v1/model").status_code == 503
+        assert client.post("/v1/generate", json={"n": 1}).status_code == 503
+        assert metric(client.get("/metrics").text, "molgan_work_pending") == 0
+        app.dependency_overrides.clear()
+        assert client.get("/ready").status_code == 200
 
 
 def metric(text: str, name: str, **labels: str) -> float:
@@ -332,15 +443,39 @@ def test_index_page_is_self_contained(client: TestClient) -> None:
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/html")
     page = response.text
-    for needle in ('id="n"', 'id="seed"', 'id="temperature"', "v1/generate", "v1/depict"):
+    for needle in ('id="n"', 'id="seed"', 'id="temperature"', "v1/generate", "v1/depict", "v1/export"):
         assert needle in page
     assert "http://" not in page and "https://" not in page  # nothing fetched from elsewhere
     assert "default-src 'none'" in response.headers["content-security-policy"]
 
 
+def test_docs_page_loads_swagger_ui_from_the_app_itself(client: TestClient) -> None:
+    response = client.get("/docs")
+    assert response.status_code == 200
+    page = response.text
+    assert "SwaggerUIBundle" in page and "'/openapi.json'" in page
+    assert "http://" not in page and "https://" not in page  # no CDN, no validator badge
+    urls = sorted(re.findall(r'(?:src|href)="([^"]+)"', page))
+    assert urls == ["/docs-assets/favicon.png", "/docs-assets/swagger-ui-bundle.js",
+                    "/docs-assets/swagger-ui.css"]
+    types = {}
+    for url in urls:
+        asset = client.get(url)
+        assert asset.status_code == 200 and len(asset.content) > 1000, url
+        types[url.rsplit(".", 1)[1]] = asset.headers["content-type"]
+    assert types["js"].startswith(("text/javascript", "application/javascript"))
+    assert types["css"].startswith("text/css")
+    policy = response.headers["content-security-policy"]
+    assert "default-src 'none'" in policy and "script-src 'self' 'unsafe-inline'" in policy
+    assert client.get("/docs-assets/nothing.js").status_code == 404
+    assert client.get("/redoc").status_code == 404  # ReDoc would need a CDN
+
+
 def test_openapi_describes_the_endpoints_exactly(client: TestClient) -> None:
     spec = client.get("/openapi.json").json()
-    assert {"/v1/generate", "/v1/depict", "/v1/model", "/health", "/ready", "/metrics"} <= set(spec["paths"])
+    assert set(spec["paths"]) == {
+        "/v1/generate", "/v1/export", "/v1/depict", "/v1/model", "/health", "/ready", "/metrics"
+    }
     schemas = spec["components"]["schemas"]
     request = schemas["GenerateRequest"]
     assert request["additionalProperties"] is False
@@ -355,6 +490,15 @@ def test_openapi_describes_the_endpoints_exactly(client: TestClient) -> None:
     assert set(depict["responses"]["200"]["content"]) == {"image/svg+xml"}
     assert set(schemas["GenerateStats"]["required"]) >= {"requested", "sampled", "valid", "unique",
                                                          "elapsed_ms", "fell_short", "seed"}
+    export_request = schemas["ExportRequest"]
+    assert export_request["additionalProperties"] is False
+    smiles = export_request["properties"]["smiles"]
+    assert (smiles["minItems"], smiles["maxItems"], smiles["items"]["maxLength"]) == (1, MAX_N, 500)
+    assert export_request["properties"]["format"]["enum"] == ["csv", "sdf"]
+    export_op = spec["paths"]["/v1/export"]["post"]
+    assert set(export_op["responses"]["200"]["content"]) == {"text/csv", "chemical/x-mdl-sdfile"}
+    assert {"422", "503", "504"} <= set(export_op["responses"])
+    assert "sha256" in schemas["ModelInfo"]["required"]
 
 
 # --------------------------------------------------------------------------- load: 503 and 504

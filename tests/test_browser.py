@@ -1,17 +1,22 @@
-"""The page at / in a real headless Chromium, against a real server: controls in, drawings out.
+"""The pages in a real headless Chromium, against a real server: the molecule grid at /, its
+downloads, and the API documentation at /docs.
 
 Needs Debian's `chromium` and `chromium-driver` (scripts/install-test-deps.sh installs them).
-A screenshot is written to test-artifacts/.
+Screenshots are written to test-artifacts/.
 """
 
 from __future__ import annotations
 
+import csv
+import io
 import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
+from rdkit import Chem
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
@@ -39,8 +44,19 @@ def server(api_checkpoint: Path) -> Iterator[ServerProcess]:
 
 
 @pytest.fixture
-def browser(tmp_path: Path) -> Iterator[webdriver.Chrome]:
+def downloads(tmp_path: Path) -> Path:
+    """Where the browser saves downloaded files."""
+    path = tmp_path / "downloads"
+    path.mkdir()
+    return path
+
+
+@pytest.fixture
+def browser(tmp_path: Path, downloads: Path) -> Iterator[webdriver.Chrome]:
     options = webdriver.ChromeOptions()
+    options.add_experimental_option("prefs", {
+        "download.default_directory": str(downloads), "download.prompt_for_download": False,
+    })
     options.binary_location = CHROMIUM
     flags = ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
              "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic",
@@ -68,10 +84,33 @@ def drawings_loaded(driver: webdriver.Chrome, count: int) -> bool:
     ))
 
 
+def open_page(browser: webdriver.Chrome, url: str) -> None:
+    """Open the page and wait for the grid it shows without being asked: 24 molecules."""
+    browser.get(url + "/")
+    WebDriverWait(browser, 30).until(lambda d: drawings_loaded(d, 24))
+
+
+def test_page_shows_molecules_as_soon_as_it_opens(server: ServerProcess, browser: webdriver.Chrome) -> None:
+    open_page(browser, server.url)  # no click
+    assert "step" in browser.find_element(By.ID, "model").text
+    status = browser.find_element(By.ID, "status").text
+    assert "24 molecules" in status
+    seed = int(browser.find_element(By.ID, "grid").get_attribute("data-seed"))
+    assert f"seed {seed}" in status
+    shown = [c.get_attribute("data-smiles") for c in browser.find_elements(By.CSS_SELECTOR, "#grid .card")]
+    # The page asked with its form's defaults; the same request with that seed gives the same grid.
+    expected = httpx.post(server.url + "/v1/generate", timeout=30, json={
+        "n": 24, "seed": seed, "valid_only": True, "unique": False, "properties": True,
+    }).json()["molecules"]
+    assert shown == [m["smiles"] for m in expected]
+    assert browser.find_element(By.ID, "download-csv").is_enabled()
+    ARTIFACTS.mkdir(exist_ok=True)
+    assert browser.save_screenshot(str(ARTIFACTS / "browser-index-opened.png"))
+
+
 def test_page_generates_molecules_and_draws_them(server: ServerProcess, browser: webdriver.Chrome) -> None:
     wait = WebDriverWait(browser, 30)
-    browser.get(server.url + "/")
-    wait.until(lambda d: "step" in d.find_element(By.ID, "model").text)
+    open_page(browser, server.url)
     assert browser.find_element(By.ID, "n").get_attribute("max") == "64"  # the server's limit
 
     for field, value in (("n", "12"), ("seed", "7")):
@@ -109,8 +148,62 @@ def test_page_generates_molecules_and_draws_them(server: ServerProcess, browser:
     assert browser.save_screenshot(str(ARTIFACTS / "browser-index-temperature.png"))
 
 
+def downloaded(folder: Path, name: str) -> str:
+    """The text of ``folder/name`` once the browser has finished writing it."""
+    deadline = time.monotonic() + 30
+    path = folder / name
+    while time.monotonic() < deadline:
+        if path.is_file() and not list(folder.glob("*.crdownload")):
+            return path.read_text()
+        time.sleep(0.1)
+    raise AssertionError(f"{name} not downloaded; the folder has {sorted(folder.iterdir())}")
+
+
+def test_page_downloads_the_shown_molecules_as_csv_and_sdf(
+    server: ServerProcess, browser: webdriver.Chrome, downloads: Path
+) -> None:
+    open_page(browser, server.url)
+    browser.find_element(By.ID, "temperature").send_keys("1.0")  # some graphs do not sanitize
+    browser.find_element(By.ID, "valid_only").click()
+    browser.find_element(By.ID, "generate").click()
+    WebDriverWait(browser, 30).until(lambda d: "temperature 1" in d.find_element(By.ID, "status").text)
+    cards = browser.find_elements(By.CSS_SELECTOR, "#grid .card")
+    shown = [c.get_attribute("data-smiles") for c in cards if c.get_attribute("data-smiles")]
+    valid = [c.get_attribute("data-smiles") for c in cards
+             if c.find_elements(By.CSS_SELECTOR, ".badge.valid")]
+    assert 0 < len(valid) < len(shown)
+
+    browser.find_element(By.ID, "download-csv").click()
+    rows = list(csv.DictReader(io.StringIO(downloaded(downloads, "molecules.csv"))))
+    assert [r["smiles"] for r in rows] == shown
+    assert [r["smiles"] for r in rows if r["valid"] == "True"] == valid
+
+    browser.find_element(By.ID, "download-sdf").click()
+    sdf = downloaded(downloads, "molecules.sdf")
+    molecules = list(Chem.ForwardSDMolSupplier(io.BytesIO(sdf.encode())))
+    assert [m.GetProp("_Name") for m in molecules] == valid
+    assert all(m.GetNumConformers() == 1 and not m.GetConformer().Is3D() for m in molecules)
+    assert "error" not in browser.find_element(By.ID, "status").get_attribute("class")
+
+
+def test_docs_list_the_operations_from_local_files(server: ServerProcess, browser: webdriver.Chrome) -> None:
+    browser.get(server.url + "/docs")
+    WebDriverWait(browser, 30).until(
+        lambda d: len(d.find_elements(By.CSS_SELECTOR, ".opblock-summary-path")) >= 7
+    )
+    # Swagger UI puts zero-width spaces into long paths so that they can wrap.
+    operations = browser.find_elements(By.CSS_SELECTOR, ".opblock-summary-path")
+    paths = {e.text.replace("\u200b", "") for e in operations}
+    assert paths == {"/v1/generate", "/v1/export", "/v1/depict", "/v1/model", "/health", "/ready", "/metrics"}
+    loaded = browser.execute_script("return performance.getEntriesByType('resource').map((e) => e.name);")
+    assert any(url.endswith("/docs-assets/swagger-ui-bundle.js") for url in loaded)
+    assert all(url.startswith(server.url + "/") for url in loaded), loaded  # nothing from elsewhere
+    ARTIFACTS.mkdir(exist_ok=True)
+    assert browser.save_screenshot(str(ARTIFACTS / "browser-docs.png"))
+
+
 def test_page_reports_errors_from_the_api(server: ServerProcess, browser: webdriver.Chrome) -> None:
-    browser.get(server.url + "/")
+    open_page(browser, server.url)
     n = browser.find_element(By.ID, "n")
     browser.execute_script("arguments[0].removeAttribute('max')", n)  # past the browser's own check
     n.clear()

@@ -1,0 +1,290 @@
+"""The API's operations: molecules (generate, export, depict), the model's metadata, and health,
+readiness and metrics for whoever runs the service.
+
+CPU-bound work (sampling, properties, coordinates) runs on the service's bounded pool, never on
+the event loop; a full queue is a 503 with Retry-After, a request that waits too long a 504.
+"""
+
+import asyncio
+import functools
+import io
+import json
+import secrets
+import time
+from collections.abc import Callable
+from typing import Annotated, Any, TypeVar
+
+from fastapi import APIRouter, HTTPException, Query
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from molgan.api.deps import MaybeServiceDep, MetricsDep, ServiceDep, SettingsDep
+from molgan.api.errors import field_error
+from molgan.api.metrics import ServiceMetrics
+from molgan.api.pool import PoolFull
+from molgan.api.schemas import (
+    MAX_SEED,
+    MAX_SMILES_LENGTH,
+    ErrorMessage,
+    ExportFormat,
+    ExportRequestBase,
+    GenerateRequestBase,
+    GenerateResponse,
+    GenerateStats,
+    Health,
+    ModelInfo,
+    Readiness,
+    export_request_model,
+    generate_request_model,
+)
+from molgan.api.service import Service
+from molgan.api.settings import Settings
+from molgan.draw import MAX_SIZE, MIN_SIZE, smiles_to_svg
+from molgan.export import write_samples
+from molgan.metrics import is_valid_mol, mol_from_smiles, properties
+from molgan.sampling import Sample, sample_filtered
+
+T = TypeVar("T")
+
+_SVG_CSP = "default-src 'none'; style-src 'unsafe-inline'"
+EXPORT_MEDIA_TYPES = {"csv": "text/csv", "sdf": "chemical/x-mdl-sdfile"}
+
+_BUSY = {
+    503: {"model": ErrorMessage, "description": "Busy (see Retry-After) or no model loaded.",
+          "headers": {"Retry-After": {"description": "Seconds to wait.", "schema": {"type": "integer"}}}},
+}
+_POOLED = {
+    400: {"model": ErrorMessage, "description": "Unreadable body (not UTF-8, nested too deep)."},
+    413: {"model": ErrorMessage, "description": "The body is larger than the limit."},
+    **_BUSY,
+    504: {"model": ErrorMessage, "description": "Took longer than the timeout."},
+}
+
+
+async def _on_pool(work: Callable[[], T], service: Service, settings: Settings, metrics: ServiceMetrics) -> T:
+    """``work()`` on the service's pool: 503 when its queue is full, 504 after the request timeout."""
+    try:
+        return await service.pool.run(work, settings.request_timeout_s)
+    except PoolFull:
+        metrics.rejected.labels("busy").inc()
+        raise HTTPException(
+            503,
+            f"the server is busy ({service.pool.pending} requests queued or running); "
+            f"retry after {settings.retry_after_s} s",
+            headers={"Retry-After": str(settings.retry_after_s)},
+        ) from None
+    except asyncio.TimeoutError:
+        metrics.rejected.labels("timeout").inc()
+        raise HTTPException(
+            504,
+            f"the request took longer than the request timeout of {settings.request_timeout_s:g} s; "
+            "ask for fewer molecules or retry later",
+        ) from None
+
+
+# --------------------------------------------------------------------------- generate and export
+
+_NO_PROPERTIES: dict[str, float | None] = {"qed": None, "logp": None, "sa": None, "mol_weight": None}
+
+
+def _molecules(samples: list[Sample], with_properties: bool) -> list[dict[str, Any]]:
+    """The ``Molecule`` objects of the answer as plain dicts (a thousand of them are encoded
+    several times faster so than as models)."""
+    if not with_properties:
+        return [{"smiles": s.smiles, "valid": s.valid} for s in samples]
+    cache: dict[str, dict[str, float]] = {}
+    out = []
+    for s in samples:
+        if s.smiles is None:
+            props: dict[str, float | None] = _NO_PROPERTIES
+        else:
+            if s.smiles not in cache:
+                cache[s.smiles] = properties(s.smiles)
+            props = cache[s.smiles]
+        out.append({"smiles": s.smiles, "valid": s.valid, **props})
+    return out
+
+
+async def generate_molecules(
+    request: GenerateRequestBase, service: Service, settings: Settings, metrics: ServiceMetrics
+) -> Response:
+    """The answer to ``POST /v1/generate``: molecules, stats and the model's summary as JSON."""
+    started = time.perf_counter()
+    sampler = service.sampler
+    use = sampler.settings(request.mode, request.temperature, request.min_p)
+    for field in ("temperature", "min_p"):
+        if use.mode == "argmax" and getattr(request, field) is not None:
+            raise field_error(("body", field), f"{field} applies to mode 'gumbel' only",
+                              getattr(request, field))
+    seed = request.seed if request.seed is not None else secrets.randbelow(MAX_SEED + 1)
+
+    def work() -> tuple[bytes, GenerateStats]:
+        """Sample, then encode the answer, all off the event loop."""
+        result = sample_filtered(
+            sampler, request.n, seed=seed, mode=use.mode, temperature=use.temperature, min_p=use.min_p,
+            valid_only=request.valid_only, unique=request.unique,
+        )
+        valid = [s.smiles for s in result.samples if s.valid]
+        stats = GenerateStats(
+            requested=request.n, returned=len(result.samples), sampled=result.sampled, valid=len(valid),
+            unique=len(set(valid)), fell_short=result.fell_short, seed=seed, mode=use.mode,
+            temperature=use.temperature, min_p=use.min_p,
+            elapsed_ms=round((time.perf_counter() - started) * 1000, 3),
+        )
+        answer = {
+            "molecules": _molecules(result.samples, request.properties),
+            "stats": stats.model_dump(),
+            "model": service.summary.model_dump(),
+        }
+        return json.dumps(answer, separators=(",", ":"), allow_nan=False).encode(), stats
+
+    body, stats = await _on_pool(work, service, settings, metrics)
+    metrics.record_generation(stats.sampled, stats.returned, stats.valid)
+    # Encoded by `work` rather than by FastAPI, whose validation of a thousand molecules against
+    # GenerateResponse would take longer than sampling them; the tests check the schema instead.
+    return Response(body, media_type="application/json")
+
+
+def export_text(smiles: list[str], fmt: ExportFormat) -> str:
+    """The molecules as a CSV or SDF file (molgan.export's writers, as `molgan sample -o` uses).
+
+    Raises a 422 naming the first SMILES that RDKit cannot parse.
+    """
+    samples = []
+    for i, s in enumerate(smiles):
+        mol = mol_from_smiles(s)
+        if mol is None:
+            raise field_error(("body", "smiles", i), "SMILES does not parse/sanitize", s)
+        samples.append(Sample(s, is_valid_mol(mol)))
+    out = io.StringIO()
+    write_samples(samples, out, fmt)
+    return out.getvalue()
+
+
+async def export_molecules(
+    request: ExportRequestBase, service: Service, settings: Settings, metrics: ServiceMetrics
+) -> Response:
+    """A download of the given molecules as CSV or SDF."""
+    text = await _on_pool(lambda: export_text(request.smiles, request.format), service, settings, metrics)
+    return Response(text, media_type=EXPORT_MEDIA_TYPES[request.format], headers={
+        "Content-Disposition": f'attachment; filename="molecules.{request.format}"',
+    })
+
+
+def molecule_routes(max_molecules: int) -> APIRouter:
+    """``POST /v1/generate`` and ``POST /v1/export``.
+
+    Their request bodies carry this server's limit on molecules in their schema (so that /docs
+    and /openapi.json state it), which is why this router is built for each app.
+    """
+    GenerateRequest = generate_request_model(max_molecules)
+    ExportRequest = export_request_model(max_molecules)
+    router = APIRouter(prefix="/v1", tags=["molecules"])
+
+    @router.post(
+        "/generate", response_model=GenerateResponse, responses=_POOLED, summary="Generate molecules"
+    )
+    async def generate(
+        body: GenerateRequest,  # type: ignore[valid-type]
+        service: ServiceDep, settings: SettingsDep, metrics: MetricsDep,
+    ) -> Response:
+        """Sample ``n`` molecules. With ``valid_only`` or ``unique`` the server keeps sampling
+        until it has ``n`` or has drawn 20 n graphs; ``stats.fell_short`` says which."""
+        return await generate_molecules(body, service, settings, metrics)
+
+    @router.post(
+        "/export",
+        response_class=Response,
+        responses={
+            200: {"content": {media: {"schema": {"type": "string"}} for media in EXPORT_MEDIA_TYPES.values()},
+                  "description": "The file, as an attachment named molecules.csv or molecules.sdf."},
+            **_POOLED,
+        },
+        summary="Download molecules as CSV or SDF",
+    )
+    async def export(
+        body: ExportRequest,  # type: ignore[valid-type]
+        service: ServiceDep, settings: SettingsDep, metrics: MetricsDep,
+    ) -> Response:
+        """The given molecules as a CSV file (SMILES, validity, properties) or an SDF file (valid
+        molecules with 2D coordinates); 422 names the first SMILES that RDKit cannot parse."""
+        return await export_molecules(body, service, settings, metrics)
+
+    return router
+
+
+# --------------------------------------------------------------------------- depict and model
+
+model_routes = APIRouter(prefix="/v1")
+
+
+@functools.lru_cache(maxsize=2048)
+def _svg(smiles: str, width: int, height: int) -> str:
+    return smiles_to_svg(smiles, width, height)
+
+
+@model_routes.get(
+    "/depict",
+    response_class=Response,
+    responses={200: {"content": {"image/svg+xml": {"schema": {"type": "string"}}},
+                     "description": "The molecule drawn by RDKit, as SVG."}},
+    summary="Draw a molecule",
+    tags=["molecules"],
+)
+def depict(
+    smiles: Annotated[str, Query(min_length=1, max_length=MAX_SMILES_LENGTH, description="SMILES")],
+    width: Annotated[int, Query(ge=MIN_SIZE, le=MAX_SIZE, description="Pixels.")] = 250,
+    height: Annotated[int, Query(ge=MIN_SIZE, le=MAX_SIZE, description="Pixels.")] = 200,
+) -> Response:
+    """SVG drawing of a SMILES string; 422 when RDKit cannot parse or sanitize it."""
+    try:
+        svg = _svg(smiles, width, height)
+    except (ValueError, RuntimeError) as exc:
+        raise field_error(("query", "smiles"), str(exc), smiles) from None
+    return Response(svg, media_type="image/svg+xml", headers={
+        "Cache-Control": "public, max-age=86400",
+        "Content-Security-Policy": _SVG_CSP,
+        "X-Content-Type-Options": "nosniff",
+    })
+
+
+@model_routes.get(
+    "/model", response_model=ModelInfo, responses=_BUSY, summary="Model metadata", tags=["model"]
+)
+async def model(service: ServiceDep) -> ModelInfo:
+    """Checkpoint metadata: name, file name and sha256, training step, vocabulary, sampling
+    defaults, evaluation metrics, package versions and this server's limits."""
+    return service.info
+
+
+# --------------------------------------------------------------------------- operations
+
+operations = APIRouter(tags=["operations"])
+
+
+@operations.get("/health", response_model=Health, summary="Liveness")
+async def health() -> Health:
+    """200 while the process is serving requests."""
+    return Health(status="ok")
+
+
+@operations.get(
+    "/ready", response_model=Readiness, summary="Readiness",
+    responses={503: {"model": Readiness, "description": "The model is not loaded."}},
+)
+async def ready(service: MaybeServiceDep) -> Any:
+    """200 once the model is loaded, 503 before."""
+    if service is None:
+        return JSONResponse(Readiness(status="not ready").model_dump(), status_code=503)
+    return Readiness(status="ready", model=service.summary.name)
+
+
+@operations.get(
+    "/metrics", response_class=Response, summary="Prometheus metrics",
+    responses={200: {"content": {CONTENT_TYPE_LATEST.split(";")[0]: {"schema": {"type": "string"}}},
+                     "description": "Prometheus text format."}},
+)
+async def prometheus(service: MaybeServiceDep, metrics: MetricsDep) -> Response:
+    """Requests, latencies, molecules generated and their valid rate, in Prometheus text format."""
+    metrics.queue.set(service.pool.pending if service is not None else 0)
+    return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)

@@ -50,6 +50,7 @@ from molgan.checkpoint import CheckpointError, bundled_checkpoint_path
 from molgan.draw import MAX_SIZE, MIN_SIZE, smiles_to_svg
 from molgan.metrics import properties
 from molgan.sampling import MoleculeSampler, Sample, sample_filtered
+from molgan.sampling_settings import SamplingError
 
 log = logging.getLogger("molgan.api")
 
@@ -243,17 +244,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         started = time.perf_counter()
         request: GenerateRequestBase = body
         sampler = service.sampler
-        use = sampler.settings(request.mode, request.temperature, request.min_p)
-        for field in ("temperature", "min_p"):
-            if use.mode == "argmax" and getattr(request, field) is not None:
-                raise _field_error("body", field, f"{field} applies to mode 'gumbel' only",
-                                   getattr(request, field))
+        try:
+            use = sampler.settings(request.mode, request.temperature, request.min_p)
+        except SamplingError as exc:
+            raise _field_error("body", exc.field, str(exc), getattr(request, exc.field)) from None
         seed = request.seed if request.seed is not None else secrets.randbelow(MAX_SEED + 1)
 
         def work() -> tuple[bytes, GenerateStats]:
             """Sample, then encode the answer, all off the event loop."""
             result = sample_filtered(
-                sampler, request.n, seed=seed, mode=use.mode, temperature=use.temperature, min_p=use.min_p,
+                sampler, request.n, seed=seed, settings=use,
                 valid_only=request.valid_only, unique=request.unique,
             )
             valid = [s.smiles for s in result.samples if s.valid]

@@ -6,9 +6,14 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from molgan.sampling_settings import SamplingMode
+
 # Seeds are echoed to browsers, whose JSON numbers are exact only up to 2^53 - 1.
 MAX_SEED = 2**53 - 1
 MAX_TEMPERATURE = 100.0
+# The sampling fields' bounds restate the rules of molgan.sampling_settings for /openapi.json; the
+# generate handler checks a request through SamplingSettings, which also refuses argmax with a
+# temperature or min_p. MAX_TEMPERATURE is this service's own limit on top of those rules.
 
 
 class GenerateRequestBase(BaseModel):
@@ -31,7 +36,7 @@ class GenerateRequestBase(BaseModel):
         description="Gumbel-Max skips the classes of a choice that are less likely than min_p times its "
         "most likely class (0: plain Gumbel-Max). Omitted: the checkpoint's own setting.",
     )
-    mode: Literal["argmax", "gumbel"] | None = Field(
+    mode: SamplingMode | None = Field(
         None, description="'argmax': the most likely graph for each noise vector; 'gumbel': sample it. "
         "Omitted: 'gumbel' when a temperature or min_p is given, else the checkpoint's own setting.",
     )

@@ -12,6 +12,9 @@ Background (Maddison et al. 2017; Jang et al. 2017; Bengio et al. 2013):
 
 Masked classes carry a logit of ``-inf``; no estimator here ever selects them (the Gumbel noise
 is finite, so ``-inf + g`` stays ``-inf``). At least one class per row must be unmasked.
+
+Temperatures and min-p values are checked by the rules of ``molgan.sampling_settings``, the same
+that test-time sampling settings follow.
 """
 
 from __future__ import annotations

@@ -43,6 +43,7 @@ from molgan.draw import MAX_SIZE, MIN_SIZE, smiles_to_svg
 from molgan.export import write_samples
 from molgan.metrics import is_valid_mol, mol_from_smiles, properties
 from molgan.sampling import Sample, sample_filtered
+from molgan.sampling_settings import SamplingError
 
 T = TypeVar("T")
 
@@ -111,18 +112,16 @@ async def generate_molecules(
     """The answer to ``POST /v1/generate``: molecules, stats and the model's summary as JSON."""
     started = time.perf_counter()
     sampler = service.sampler
-    use = sampler.settings(request.mode, request.temperature, request.min_p)
-    for field in ("temperature", "min_p"):
-        if use.mode == "argmax" and getattr(request, field) is not None:
-            raise field_error(("body", field), f"{field} applies to mode 'gumbel' only",
-                              getattr(request, field))
+    try:
+        use = sampler.settings(request.mode, request.temperature, request.min_p)
+    except SamplingError as exc:
+        raise field_error(("body", exc.field), str(exc), getattr(request, exc.field)) from None
     seed = request.seed if request.seed is not None else secrets.randbelow(MAX_SEED + 1)
 
     def work() -> tuple[bytes, GenerateStats]:
         """Sample, then encode the answer, all off the event loop."""
         result = sample_filtered(
-            sampler, request.n, seed=seed, mode=use.mode, temperature=use.temperature, min_p=use.min_p,
-            valid_only=request.valid_only, unique=request.unique,
+            sampler, request.n, seed=seed, settings=use, valid_only=request.valid_only, unique=request.unique,
         )
         valid = [s.smiles for s in result.samples if s.valid]
         stats = GenerateStats(

@@ -7,8 +7,13 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
+from molgan.sampling_settings import SamplingMode
+
 # Seeds are echoed to browsers, whose JSON numbers are exact only up to 2^53 - 1.
 MAX_SEED = 2**53 - 1
+# The sampling fields' bounds restate the rules of molgan.sampling_settings for /openapi.json; the
+# generate handler checks a request through SamplingSettings, which also refuses argmax with a
+# temperature or min_p. MAX_TEMPERATURE is this service's own limit on top of those rules.
 MAX_TEMPERATURE = 100.0
 # Longest SMILES a request may send; molecules of this generator have a few dozen characters.
 MAX_SMILES_LENGTH = 500
@@ -25,6 +30,7 @@ def json_safe(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [json_safe(v) for v in value]
     return value
+
 
 
 class GenerateRequestBase(BaseModel):
@@ -47,7 +53,7 @@ class GenerateRequestBase(BaseModel):
         description="Gumbel-Max skips the classes of a choice that are less likely than min_p times its "
         "most likely class (0: plain Gumbel-Max). Omitted: the checkpoint's own setting.",
     )
-    mode: Literal["argmax", "gumbel"] | None = Field(
+    mode: SamplingMode | None = Field(
         None, description="'argmax': the most likely graph for each noise vector; 'gumbel': sample it. "
         "Omitted: 'gumbel' when a temperature or min_p is given, else the checkpoint's own setting.",
     )
@@ -106,7 +112,7 @@ class GenerateStats(BaseModel):
     unique: int = Field(description="Distinct valid molecules in this answer.")
     fell_short: bool = Field(description="The attempt cap was reached before n molecules passed the filters.")
     seed: int = Field(description="The seed used; send it again to get the same molecules.")
-    mode: Literal["argmax", "gumbel"] = Field(description="How graphs were taken from the generator.")
+    mode: SamplingMode = Field(description="How graphs were taken from the generator.")
     temperature: float | None = Field(description="Sampling temperature (null for argmax).")
     min_p: float | None = Field(description="Min-p truncation (null for argmax).")
     elapsed_ms: float = Field(description="Time the server spent on the request, queueing included.")
@@ -131,7 +137,7 @@ class Vocabulary(BaseModel):
 
 
 class SamplingDefaults(BaseModel):
-    mode: Literal["argmax", "gumbel"]
+    mode: SamplingMode
     temperature: float
     min_p: float
 

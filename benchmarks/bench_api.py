@@ -42,7 +42,7 @@ def compare(sampler: MoleculeSampler, http: HTTPConnection, server_pid: int, n: 
 
     def in_process(seed: int) -> Run:
         wall, cpu = time.perf_counter(), time.process_time()
-        samples = sampler.sample(n, seed=seed, mode=mode)
+        samples = sampler.sample(n, seed=seed, settings=sampler.settings(mode))
         return time.perf_counter() - wall, time.process_time() - cpu, sum(s.valid for s in samples)
 
     def over_http(seed: int) -> Run:

@@ -10,6 +10,7 @@ import typer
 
 if TYPE_CHECKING:
     from molgan.sampling import MoleculeSampler
+    from molgan.sampling_settings import SamplingSettings
 
 app = typer.Typer(no_args_is_help=True, help="MolGAN-style molecular graph generator.")
 
@@ -132,13 +133,16 @@ CheckpointArg = Annotated[
     Path | None, typer.Argument(help="Checkpoint file (default: the bundled QM9 checkpoint).")
 ]
 SeedOpt = Annotated[int | None, typer.Option(help="Random seed; the same seed gives the same molecules.")]
+# The sampling options are checked by SamplingSettings, not by typer's min/max, so that every bad
+# value gets the same one-line error as the HTTP API's and the config's rules.
 TemperatureOpt = Annotated[
-    float | None, typer.Option(min=1e-6, help="Gumbel-Max sampling temperature (implies --mode gumbel).")
+    float | None,
+    typer.Option(help="Gumbel-Max sampling temperature, finite and > 0 (implies --mode gumbel)."),
 ]
 MinPOpt = Annotated[
     float | None,
     typer.Option(
-        "--min-p", min=0.0,
+        "--min-p",
         help="In [0, 1): Gumbel-Max skips classes below min-p times a choice's most likely one "
         "(implies --mode gumbel).",
     ),
@@ -158,11 +162,16 @@ def _load_sampler(checkpoint: Path | None) -> MoleculeSampler:
         raise _fail(str(exc)) from None
 
 
-def _check_sampling(mode: str | None, min_p: float | None) -> None:
-    if mode not in (None, "argmax", "gumbel"):
-        raise _fail(f"--mode must be argmax or gumbel, got {mode!r}")
-    if min_p is not None and not min_p < 1:
-        raise _fail(f"--min-p must be in [0, 1), got {min_p}")
+def _sampling_settings(
+    sampler: MoleculeSampler, mode: str | None, temperature: float | None, min_p: float | None
+) -> SamplingSettings:
+    """The options over the checkpoint's defaults; a bad one is a usage error naming it."""
+    from molgan.sampling_settings import SamplingError
+
+    try:
+        return sampler.settings(mode, temperature, min_p)
+    except SamplingError as exc:
+        raise _fail(f"--{exc.field.replace('_', '-')} {exc.problem}") from None
 
 
 @app.command()
@@ -188,7 +197,6 @@ def sample(
     from molgan.export import FORMATS, format_from_path, write_samples
     from molgan.sampling import sample_filtered
 
-    _check_sampling(mode, min_p)
     if fmt is not None and fmt not in FORMATS:
         raise _fail(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     try:
@@ -198,9 +206,9 @@ def sample(
     if out_format == "jsonl" and (valid_only or unique):
         raise _fail("jsonl writes every raw sample in order: drop --valid-only/--unique")
     sampler = _load_sampler(checkpoint)
+    settings = _sampling_settings(sampler, mode, temperature, min_p)
     result = sample_filtered(
-        sampler, n, seed=seed, mode=mode, temperature=temperature, min_p=min_p,
-        valid_only=valid_only, unique=unique,
+        sampler, n, seed=seed, settings=settings, valid_only=valid_only, unique=unique
     )
     if output is None:
         write_samples(result.samples, sys.stdout, out_format)
@@ -231,12 +239,10 @@ def evaluate(
 
     from molgan.evaluation import evaluate_sampler
 
-    _check_sampling(mode, min_p)
     sampler = _load_sampler(checkpoint)
+    settings = _sampling_settings(sampler, mode, temperature, min_p)
     try:
-        metrics = evaluate_sampler(
-            sampler, n, seed=seed, mode=mode, temperature=temperature, min_p=min_p, fcd=fcd
-        )
+        metrics = evaluate_sampler(sampler, n, seed=seed, settings=settings, fcd=fcd)
     except ImportError as exc:
         raise _fail(str(exc)) from None
     except (FileNotFoundError, ValueError) as exc:

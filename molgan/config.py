@@ -7,14 +7,15 @@ key instead of a silently ignored setting.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from molgan.chem import PAD_LABEL, Vocab
 from molgan.data import MolDataset, load_dataset
 from molgan.gumbel import Estimator, Schedule
+from molgan.sampling_settings import SamplingMode, check_min_p, check_temperature
 
 
 class _Section(BaseModel):
@@ -90,10 +91,14 @@ class RewardConfig(_Section):
 
 
 class SamplingConfig(_Section):
-    mode: Literal["argmax", "gumbel"] = "argmax"
+    """A checkpoint's default sampling settings, checked by the rules of ``molgan.sampling_settings``
+    (``SamplingSettings.resolve`` combines them with what a call gives)."""
+
+    mode: SamplingMode = "argmax"
     """Test-time sampling: argmax of the logits, or Gumbel-Max at ``temperature``."""
-    temperature: float = Field(1.0, gt=0.0)
-    min_p: float = Field(0.0, ge=0.0, lt=1.0)
+    temperature: Annotated[float, AfterValidator(check_temperature)] = 1.0
+    """Gumbel-Max temperature; kept with mode argmax for the calls that ask for gumbel."""
+    min_p: Annotated[float, AfterValidator(check_min_p)] = 0.0
     """Gumbel-Max skips classes less likely than ``min_p`` times a choice's most likely class
     (0 = plain Gumbel-Max). A test-time setting: REINFORCE samples without it."""
 

@@ -6,7 +6,8 @@ import time
 from typing import Any
 
 from molgan.metrics import evaluate_smiles
-from molgan.sampling import MoleculeSampler, SamplingMode
+from molgan.sampling import MoleculeSampler
+from molgan.sampling_settings import SamplingSettings
 
 
 def evaluate_sampler(
@@ -14,16 +15,16 @@ def evaluate_sampler(
     n: int = 10_000,
     *,
     seed: int = 0,
-    mode: SamplingMode | None = None,
-    temperature: float | None = None,
-    min_p: float | None = None,
+    settings: SamplingSettings | None = None,
     fcd: bool = False,
 ) -> dict[str, Any]:
-    """Metrics of ``n`` raw samples (no valency correction, no filtering).
+    """Metrics of ``n`` raw samples (no valency correction, no filtering), drawn with ``settings``
+    (``None``: the checkpoint's defaults).
 
     Novelty is measured against the training split of the checkpoint's own dataset and FCD
     against its test split, both rebuilt from the config stored in the checkpoint.
     """
+    used = settings if settings is not None else sampler.settings()
     data_cfg = sampler.config.data
     dataset = data_cfg.load()
     train_idx, _, test_idx = dataset.split(data_cfg.split_seed, data_cfg.fractions)
@@ -31,12 +32,11 @@ def evaluate_sampler(
     reference = [dataset.smiles[i] for i in test_idx.tolist()]
 
     started = time.perf_counter()
-    samples = sampler.sample(n, seed=seed, mode=mode, temperature=temperature, min_p=min_p)
+    samples = sampler.sample(n, seed=seed, settings=used)
     sampling_s = time.perf_counter() - started
     metrics = evaluate_smiles(
         [s.smiles for s in samples], train_smiles, reference_smiles=reference, compute_fcd=fcd
     ).to_dict()
-    used = sampler.settings(mode, temperature, min_p)
     metrics |= {
         "seed": seed,
         "mode": used.mode,

@@ -12,6 +12,9 @@ Background (Maddison et al. 2017; Jang et al. 2017; Bengio et al. 2013):
 
 Masked classes carry a logit of ``-inf``; no estimator here ever selects them (the Gumbel noise
 is finite, so ``-inf + g`` stays ``-inf``). At least one class per row must be unmasked.
+
+Temperatures and min-p values are checked by the rules of ``molgan.sampling_settings``, the same
+that test-time sampling settings follow.
 """
 
 from __future__ import annotations
@@ -22,17 +25,13 @@ from typing import Literal, get_args
 import torch
 import torch.nn.functional as F
 
+from molgan.sampling_settings import check_min_p, check_temperature
+
 Estimator = Literal["softmax", "gumbel", "st_gumbel", "st"]
 ESTIMATORS: tuple[str, ...] = get_args(Estimator)
 
 Schedule = Literal["constant", "exponential", "linear", "cosine"]
 SCHEDULES: tuple[str, ...] = get_args(Schedule)
-
-
-def check_temperature(tau: float) -> None:
-    """Raise ValueError unless ``tau`` is a finite number > 0."""
-    if not (tau > 0 and math.isfinite(tau)):
-        raise ValueError(f"temperature must be a finite number > 0, got {tau!r}")
 
 
 def sample_gumbel(
@@ -80,8 +79,7 @@ def truncate_min_p(logits: torch.Tensor, min_p: float, dim: int = -1) -> torch.T
     unlikely classes, an uncertain one keeps all its plausible classes. ``min_p = 0`` returns the
     logits unchanged; the most likely class always survives. The result is unnormalised.
     """
-    if not 0.0 <= min_p < 1.0:
-        raise ValueError(f"min_p must be in [0, 1), got {min_p!r}")
+    check_min_p(min_p)
     if min_p == 0.0:
         return logits
     floor = logits.max(dim=dim, keepdim=True).values + math.log(min_p)

@@ -16,6 +16,7 @@ from torch import nn
 
 from molgan.config import ModelConfig
 from molgan.gumbel import Estimator, check_temperature, gumbel_max, relax, truncate_min_p
+from molgan.sampling_settings import SamplingSettings
 
 
 @dataclass(frozen=True)
@@ -84,11 +85,7 @@ class GraphLogits:
         )
 
     def sample(
-        self,
-        mode: str = "argmax",
-        temperature: float = 1.0,
-        generator: torch.Generator | None = None,
-        min_p: float = 0.0,
+        self, settings: SamplingSettings, generator: torch.Generator | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Discrete graphs: atoms (B, N) and bonds (B, N, N) as integer tensors.
 
@@ -96,21 +93,21 @@ class GraphLogits:
         ``gumbel``: an exact sample of ``softmax(logits / temperature)`` per choice, restricted to
         the classes at least ``min_p`` times as likely as the most likely one.
         """
-        if mode == "argmax":
+        if settings.mode == "argmax":
             atoms, pairs = self.atoms.argmax(-1), self.pairs.argmax(-1)
-        elif mode == "gumbel":
-            policy = self.tempered(temperature, min_p)
+        else:
+            assert settings.temperature is not None and settings.min_p is not None  # gumbel has both
+            policy = self.tempered(settings.temperature, settings.min_p)
             atoms = gumbel_max(policy.atoms, 1.0, generator)
             pairs = gumbel_max(policy.pairs, 1.0, generator)
-        else:
-            raise ValueError(f"unknown sampling mode {mode!r}; choose argmax or gumbel")
         return atoms, _pair_indices_to_matrix(pairs, self.n_atoms)
 
     def log_prob(
         self, atoms: torch.Tensor, bonds: torch.Tensor, temperature: float = 1.0, min_p: float = 0.0
     ) -> torch.Tensor:
-        """log p(graph) (B,) of integer graphs under the distribution that ``sample("gumbel",
-        temperature, min_p=min_p)`` draws from (``-inf`` for a graph it cannot draw)."""
+        """log p(graph) (B,) of integer graphs under the distribution that
+        ``sample(SamplingSettings("gumbel", temperature, min_p))`` draws from (``-inf`` for a graph
+        it cannot draw)."""
         n = self.n_atoms
         iu = torch.triu_indices(n, n, offset=1, device=bonds.device)
         pairs = bonds[:, iu[0], iu[1]]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 
@@ -24,18 +24,7 @@ from molgan.checkpoint import (
 from molgan.chem import Vocab, decode_batch, is_connected
 from molgan.config import Config, ConfigError, config_from_dict
 from molgan.models import Generator, build_generator
-
-SamplingMode = Literal["argmax", "gumbel"]
-
-
-@dataclass(frozen=True)
-class SamplingSettings:
-    """How graphs are taken from the generator; ``temperature`` and ``min_p`` are ``None`` for
-    argmax."""
-
-    mode: SamplingMode
-    temperature: float | None = None
-    min_p: float | None = None
+from molgan.sampling_settings import SamplingMode, SamplingSettings
 
 
 @dataclass(frozen=True)
@@ -89,25 +78,11 @@ class MoleculeSampler:
         return self.config.sampling.min_p
 
     def settings(
-        self, mode: SamplingMode | None = None, temperature: float | None = None, min_p: float | None = None
+        self, mode: str | None = None, temperature: float | None = None, min_p: float | None = None
     ) -> SamplingSettings:
-        """What a call with these arguments samples with.
-
-        A given temperature or min_p implies Gumbel-Max sampling unless ``mode`` says otherwise;
-        what is not given comes from the checkpoint's sampling settings.
-        """
-        if temperature is not None and not temperature > 0:
-            raise ValueError(f"temperature must be > 0, got {temperature}")
-        if min_p is not None and not 0 <= min_p < 1:
-            raise ValueError(f"min_p must be in [0, 1), got {min_p}")
-        mode = mode or ("gumbel" if temperature is not None or min_p is not None else self.default_mode)
-        if mode == "argmax":
-            return SamplingSettings(mode)
-        return SamplingSettings(
-            mode,
-            self.default_temperature if temperature is None else temperature,
-            self.default_min_p if min_p is None else min_p,
-        )
+        """The settings of a call that gives these (``None``: not given) over the checkpoint's
+        defaults; see ``SamplingSettings.resolve``. Raises SamplingError for a bad value."""
+        return SamplingSettings.resolve(self.config.sampling, mode, temperature, min_p)
 
     @torch.inference_mode()
     def graphs(
@@ -115,16 +90,14 @@ class MoleculeSampler:
         n: int,
         *,
         seed: int | None = None,
-        mode: SamplingMode | None = None,
-        temperature: float | None = None,
-        min_p: float | None = None,
+        settings: SamplingSettings | None = None,
         batch_size: int = 2048,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """n integer graphs: atoms (n, N) and bonds (n, N, N), uint8, sampled with
-        ``settings(mode, temperature, min_p)``."""
+        """n integer graphs: atoms (n, N) and bonds (n, N, N), uint8, sampled with ``settings``
+        (``None``: the checkpoint's defaults)."""
         if n < 0:
             raise ValueError(f"n must be >= 0, got {n}")
-        use = self.settings(mode, temperature, min_p)
+        use = settings if settings is not None else self.settings()
         rng = torch.Generator().manual_seed(secrets.randbits(63) if seed is None else seed)
         n_atoms = self.vocab.max_atoms
         atoms = torch.empty(n, n_atoms, dtype=torch.uint8)
@@ -132,22 +105,14 @@ class MoleculeSampler:
         for start in range(0, n, batch_size):
             stop = min(start + batch_size, n)
             logits = self.generator(self.generator.noise(stop - start, rng))
-            # Argmax has no temperature or min-p; the placeholders are not used.
-            a, b = logits.sample(use.mode, use.temperature or 1.0, rng, use.min_p or 0.0)
-            atoms[start:stop], bonds[start:stop] = a, b
+            atoms[start:stop], bonds[start:stop] = logits.sample(use, rng)
         return atoms, bonds
 
     def sample(
-        self,
-        n: int,
-        *,
-        seed: int | None = None,
-        mode: SamplingMode | None = None,
-        temperature: float | None = None,
-        min_p: float | None = None,
+        self, n: int, *, seed: int | None = None, settings: SamplingSettings | None = None
     ) -> list[Sample]:
-        """n raw samples in order, decoded to canonical SMILES."""
-        atoms, bonds = self.graphs(n, seed=seed, mode=mode, temperature=temperature, min_p=min_p)
+        """n raw samples in order, decoded to canonical SMILES (``settings`` as in ``graphs``)."""
+        atoms, bonds = self.graphs(n, seed=seed, settings=settings)
         smiles = decode_batch(atoms, bonds, self.vocab)
         return [Sample(s, is_connected(s)) for s in smiles]
 
@@ -183,9 +148,7 @@ def sample_filtered(
     n: int,
     *,
     seed: int | None = None,
-    mode: SamplingMode | None = None,
-    temperature: float | None = None,
-    min_p: float | None = None,
+    settings: SamplingSettings | None = None,
     valid_only: bool = False,
     unique: bool = False,
     max_attempts: int | None = None,
@@ -194,7 +157,7 @@ def sample_filtered(
 
     ``valid_only`` keeps strictly valid molecules; ``unique`` drops repeated SMILES (and, with it,
     invalid samples, which have none). Rounds are seeded from ``seed``, so the result is
-    reproducible. Default cap: 20 n raw samples.
+    reproducible. Default cap: 20 n raw samples. ``settings``: as in ``MoleculeSampler.graphs``.
     """
     max_attempts = max(n, 20 * n) if max_attempts is None else max_attempts
     seed = secrets.randbits(62) if seed is None else seed
@@ -210,7 +173,7 @@ def sample_filtered(
         # Ask for what is missing plus headroom for the expected rejects, within the cap.
         want = n - len(kept)
         batch = min(max_attempts - drawn, want if not (valid_only or unique) else 2 * want + 16)
-        for s in sampler.sample(batch, seed=round_seed, mode=mode, temperature=temperature, min_p=min_p):
+        for s in sampler.sample(batch, seed=round_seed, settings=settings):
             fresh = s.smiles is not None and s.smiles not in seen
             if (not valid_only or s.valid) and (not unique or fresh) and len(kept) < n:
                 kept.append(s)

@@ -18,6 +18,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from molgan.sampling import MoleculeSampler
+from molgan.sampling_settings import SamplingSettings
 
 TEMPERATURES = (0.9, 1.0, 1.1, 1.2, 1.3, 1.5)
 MIN_PS = (0.0, 0.02, 0.05, 0.1, 0.2)
@@ -27,7 +28,8 @@ def score(
     sampler: MoleculeSampler, n: int, seed: int, temperature: float, min_p: float
 ) -> tuple[float, float]:
     """(validity, uniqueness) of n raw samples."""
-    valid = [s.smiles for s in sampler.sample(n, seed=seed, temperature=temperature, min_p=min_p) if s.valid]
+    samples = sampler.sample(n, seed=seed, settings=SamplingSettings("gumbel", temperature, min_p))
+    valid = [s.smiles for s in samples if s.valid]
     return len(valid) / n, len(set(valid)) / max(1, len(valid))
 
 

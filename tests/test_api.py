@@ -88,7 +88,9 @@ def test_same_seed_same_molecules_as_the_library(client: TestClient, sampler: Mo
     body = {"n": 30, "seed": 11, "temperature": 0.8, "valid_only": True}
     first, second = generate(client, **body), generate(client, **body)
     assert first["molecules"] == second["molecules"]
-    expected = sample_filtered(sampler, 30, seed=11, temperature=0.8, valid_only=True)
+    expected = sample_filtered(
+        sampler, 30, seed=11, settings=sampler.settings(temperature=0.8), valid_only=True
+    )
     assert [m["smiles"] for m in first["molecules"]] == [s.smiles for s in expected.samples]
     assert first["stats"]["sampled"] == expected.sampled
     other = generate(client, **{**body, "seed": 12})
@@ -116,7 +118,7 @@ def test_mode_and_temperature(client: TestClient, sampler: MoleculeSampler) -> N
 def test_min_p(client: TestClient, sampler: MoleculeSampler) -> None:
     out = generate(client, n=30, seed=2, min_p=0.4)
     assert (out["stats"]["mode"], out["stats"]["min_p"]) == ("gumbel", 0.4)
-    expected = sampler.sample(30, seed=2, min_p=0.4)
+    expected = sampler.sample(30, seed=2, settings=sampler.settings(min_p=0.4))
     assert [m["smiles"] for m in out["molecules"]] == [s.smiles for s in expected]
     assert generate(client, n=5, seed=0)["stats"]["min_p"] == (
         sampler.default_min_p if sampler.default_mode == "gumbel" else None

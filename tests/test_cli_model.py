@@ -1,22 +1,27 @@
-"""The train, sample and evaluate commands, run in-process through typer's CliRunner."""
+"""The train, sample, evaluate and serve commands, run in-process through typer's CliRunner (and
+a few in a real process)."""
 
 from __future__ import annotations
 
 import copy
 import csv
 import json
+import math
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from rdkit import Chem
 from typer.testing import CliRunner
 
+from molgan.api.settings import get_settings
 from molgan.checkpoint import CheckpointWriter, load_checkpoint
 from molgan.cli import app
 from molgan.config import load_config
 from molgan.metrics import properties
-from molgan.sampling import MoleculeSampler
+from molgan.sampling import MoleculeSampler, Sample
 from molgan.training.trainer import BEST, LAST
 from tests.conftest import DEBUG_CONFIG
 
@@ -33,6 +38,23 @@ def invoke(*args: str | Path) -> tuple[int, str, str]:
     if result.exception is not None and not isinstance(result.exception, SystemExit):
         raise result.exception
     return result.exit_code, result.stdout, result.stderr
+
+
+def gumbel_samples(checkpoint: Path, n: int, seed: int) -> list[Sample]:
+    """What ``--mode gumbel`` samples from ``checkpoint``."""
+    sampler = MoleculeSampler.load(checkpoint)
+    return sampler.sample(n, seed=seed, settings=sampler.settings("gumbel"))
+
+
+def with_config(checkpoint: Path, out: Path, **sections: dict[str, object]) -> Path:
+    """A copy of ``checkpoint`` at ``out`` whose stored config has these keys of each section changed."""
+    ckpt = load_checkpoint(checkpoint)
+    meta = copy.deepcopy(ckpt.meta)
+    for section, changes in sections.items():
+        meta["config"][section] |= changes
+    writer = CheckpointWriter(meta)
+    writer.tensors = dict(ckpt.tensors)
+    return writer.write(out)
 
 
 @pytest.fixture(scope="module")
@@ -112,7 +134,7 @@ def test_sample_smi_matches_the_sampler(toy_checkpoint: Path, tmp_path: Path) ->
     out = tmp_path / "out.smi"
     code, _, err = invoke("sample", toy_checkpoint, "-n", "40", "--seed", "0", "--mode", "gumbel", "-o", out)
     assert code == 0, err
-    expected = [s.smiles for s in MoleculeSampler.load(toy_checkpoint).sample(40, seed=0, mode="gumbel")]
+    expected = [s.smiles for s in gumbel_samples(toy_checkpoint, 40, seed=0)]
     written = out.read_text().splitlines()
     assert written == [s for s in expected if s is not None]
     assert f"wrote {len(written)} records" in err
@@ -147,7 +169,7 @@ def test_sample_sdf_holds_the_valid_molecules(toy_checkpoint: Path, tmp_path: Pa
     out = tmp_path / "out.sdf"
     code, _, err = invoke("sample", toy_checkpoint, "-n", "40", "--seed", "3", "--mode", "gumbel", "-o", out)
     assert code == 0, err
-    samples = MoleculeSampler.load(toy_checkpoint).sample(40, seed=3, mode="gumbel")
+    samples = gumbel_samples(toy_checkpoint, 40, seed=3)
     mols = list(Chem.SDMolSupplier(str(out)))
     assert all(m is not None for m in mols)
     assert [m.GetProp("_Name") for m in mols] == [s.smiles for s in samples if s.valid]
@@ -167,7 +189,8 @@ def test_sample_jsonl_writes_every_raw_sample_in_order(
     )
     assert code == 0, err
     records = [json.loads(line) for line in out.read_text().splitlines()]
-    expected = MoleculeSampler.load(checkpoint).sample(25, seed=4, temperature=1.5)
+    sampler = MoleculeSampler.load(checkpoint)
+    expected = sampler.sample(25, seed=4, settings=sampler.settings(temperature=1.5))
     assert records == [{"smiles": s.smiles, "valid": s.valid} for s in expected]
     if which == "toy":  # invalid samples are records too
         assert any(r["smiles"] is None for r in records) and any(r["valid"] for r in records)
@@ -184,14 +207,11 @@ def test_sample_warns_when_it_falls_short(trained: Path, tmp_path: Path) -> None
     ("args", "message"),
     [
         (["{missing}"], "checkpoint not found"),
-        (["{ckpt}", "--mode", "bogus"], "--mode must be argmax or gumbel"),
         (["{ckpt}", "--format", "jsonl", "--valid-only"], "drop --valid-only"),
         (["{ckpt}", "--format", "jsonl", "--unique"], "drop --valid-only/--unique"),
         (["{ckpt}", "--format", "xyz"], "--format must be one of"),
         (["{ckpt}", "-o", "{tmp}/out.xyz"], "cannot tell the output format"),
         (["{ckpt}", "-n", "0"], "-n"),
-        (["{ckpt}", "--temperature", "0"], "--temperature"),
-        (["{ckpt}", "--min-p", "1"], "--min-p"),
         (["{corrupt}"], "truncated or corrupted"),
     ],
 )
@@ -228,7 +248,7 @@ def test_evaluate_json_scores_the_samples(toy_checkpoint: Path) -> None:
     )
     assert code == 0, err
     metrics = json.loads(out)
-    samples = MoleculeSampler.load(toy_checkpoint).sample(60, seed=5, mode="gumbel")
+    samples = gumbel_samples(toy_checkpoint, 60, seed=5)
     assert metrics["validity"] == pytest.approx(sum(s.valid for s in samples) / 60)
     assert 0 < metrics["validity"] < 1 and 0 < metrics["uniqueness"] <= 1
     for key in METRICS_IN_UNIT_RANGE:
@@ -240,18 +260,15 @@ def test_evaluate_with_min_p_scores_min_p_samples(toy_checkpoint: Path) -> None:
     code, out, err = invoke("evaluate", toy_checkpoint, "-n", "60", "--seed", "5", "--min-p", "0.3", "--json")
     assert code == 0, err
     metrics = json.loads(out)
-    samples = MoleculeSampler.load(toy_checkpoint).sample(60, seed=5, min_p=0.3)
+    sampler = MoleculeSampler.load(toy_checkpoint)
+    samples = sampler.sample(60, seed=5, settings=sampler.settings(min_p=0.3))
     assert metrics["validity"] == pytest.approx(sum(s.valid for s in samples) / 60)
     assert (metrics["mode"], metrics["min_p"], metrics["temperature"]) == ("gumbel", 0.3, 1.0)
 
 
 def test_evaluate_without_the_checkpoint_dataset_fails_clearly(toy_checkpoint: Path, tmp_path: Path) -> None:
-    ckpt = load_checkpoint(toy_checkpoint)
-    meta = copy.deepcopy(ckpt.meta)
-    meta["config"]["data"]["path"] = str(tmp_path / "moved-away.smi")
-    writer = CheckpointWriter(meta)
-    writer.tensors = dict(ckpt.tensors)
-    moved = writer.write(tmp_path / "moved.safetensors")
+    moved = with_config(toy_checkpoint, tmp_path / "moved.safetensors",
+                        data={"path": str(tmp_path / "moved-away.smi")})
     code, _, err = invoke("evaluate", moved, "-n", "20")
     assert code != 0
     assert "cannot load the checkpoint's dataset" in err and "moved-away.smi" in err
@@ -270,7 +287,6 @@ def test_evaluate_table(toy_checkpoint: Path) -> None:
     ("args", "message"),
     [
         (["{missing}"], "checkpoint not found"),
-        (["{ckpt}", "--mode", "bogus"], "--mode must be argmax or gumbel"),
         (["{ckpt}", "-n", "3"], "-n"),
     ],
 )
@@ -282,3 +298,71 @@ def test_evaluate_bad_inputs_fail_clearly(
     assert code != 0
     assert message in err
     assert "Traceback" not in err
+
+
+# ------------------------------------------------------------------------- sampling options
+
+BAD_SAMPLING_OPTIONS = [
+    (["--temperature", "inf"], "--temperature must be a finite number > 0, got inf"),
+    (["--temperature", "nan"], "--temperature must be a finite number > 0, got nan"),
+    (["--temperature", "0"], "--temperature must be a finite number > 0, got 0.0"),
+    (["--temperature", "-1"], "--temperature must be a finite number > 0, got -1.0"),
+    (["--min-p", "1"], "--min-p must be in [0, 1), got 1.0"),
+    (["--min-p", "-1"], "--min-p must be in [0, 1), got -1.0"),
+    (["--min-p", "inf"], "--min-p must be in [0, 1), got inf"),
+    (["--min-p", "nan"], "--min-p must be in [0, 1), got nan"),
+    (["--mode", "bogus"], "--mode must be argmax or gumbel, got 'bogus'"),
+    (["--mode", "argmax", "--temperature", "0.5"], "--temperature applies to mode 'gumbel' only"),
+    (["--mode", "argmax", "--min-p", "0.1"], "--min-p applies to mode 'gumbel' only"),
+]
+
+
+@pytest.mark.parametrize("command", ["sample", "evaluate"])
+@pytest.mark.parametrize(("options", "message"), BAD_SAMPLING_OPTIONS)
+def test_bad_sampling_options_are_one_line_usage_errors(
+    toy_checkpoint: Path, command: str, options: list[str], message: str
+) -> None:
+    code, out, err = invoke(command, toy_checkpoint, "-n", "20", *options)
+    assert code == 2
+    assert err == f"error: {message}\n"
+    assert out == ""
+
+
+@pytest.mark.parametrize("command", ["sample", "evaluate"])
+def test_a_bad_sampling_option_in_a_real_process_has_no_traceback(command: str) -> None:
+    # The bundled checkpoint: what a user who types the command gets.
+    result = subprocess.run(
+        [sys.executable, "-m", "molgan", command, "-n", "20", "--temperature", "inf"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 2
+    assert result.stderr == "error: --temperature must be a finite number > 0, got inf\n"
+    assert result.stdout == ""
+
+
+@pytest.fixture
+def bad_defaults_checkpoint(toy_checkpoint: Path, tmp_path: Path) -> Path:
+    """The toy checkpoint with an infinite default temperature in its stored config."""
+    return with_config(toy_checkpoint, tmp_path / "bad-defaults.safetensors",
+                       sampling={"mode": "gumbel", "temperature": math.inf})
+
+
+@pytest.mark.parametrize("command", ["sample", "evaluate", "serve"])
+def test_a_checkpoint_with_bad_sampling_defaults_is_a_clear_error(
+    bad_defaults_checkpoint: Path, command: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if command == "serve":
+        # serve hands its checkpoint to the workers through the environment; monkeypatch restores it.
+        monkeypatch.setenv("MOLGAN_CHECKPOINT", str(bad_defaults_checkpoint))
+        args: list[str | Path] = ["--checkpoint", bad_defaults_checkpoint, "--port", "1"]
+    else:
+        args = [bad_defaults_checkpoint, "-n", "20"]
+    get_settings.cache_clear()
+    try:
+        code, out, err = invoke(command, *args)
+    finally:
+        get_settings.cache_clear()
+    assert code == 2
+    assert err.count("\n") == 1 and err.startswith("error: ")
+    assert "sampling.temperature" in err and "finite number > 0, got inf" in err
+    assert out == ""

@@ -20,6 +20,7 @@ from molgan.models import (
     build_generator,
     build_reward_network,
 )
+from molgan.sampling_settings import SamplingSettings
 from tests.conftest import DEBUG_CONFIG
 
 # The debug sizes: every dimension differs, so a swapped axis cannot broadcast silently.
@@ -49,7 +50,7 @@ def logits_of(model_cfg: ModelConfig, seed: int = 0, batch: int = B) -> GraphLog
 def random_hard_graphs(batch: int, seed: int) -> Graphs:
     rng = torch.Generator().manual_seed(seed)
     logits = GraphLogits(torch.randn(batch, N, A, generator=rng), torch.randn(batch, P, E, generator=rng))
-    atoms, bonds = logits.sample("gumbel", 1.0, rng)
+    atoms, bonds = logits.sample(SamplingSettings("gumbel", 1.0, 0.0), rng)
     return Graphs.one_hot(atoms, bonds, A, E)
 
 
@@ -76,7 +77,7 @@ def test_shapes_with_debug_sizes(model_cfg: ModelConfig) -> None:
     graphs = logits.relax("st_gumbel", 1.0, torch.Generator().manual_seed(1))
     assert graphs.atoms.shape == (B, N, A)
     assert graphs.bonds.shape == (B, N, N, E)
-    atoms, bonds = logits.sample("argmax")
+    atoms, bonds = logits.sample(SamplingSettings("argmax"))
     assert atoms.shape == (B, N) and bonds.shape == (B, N, N)
 
     critic = build_discriminator(model_cfg, A, E)
@@ -110,7 +111,8 @@ def test_full_bond_logits_symmetric_and_diagonal_only_no_bond(model_cfg: ModelCo
 @pytest.mark.parametrize("mode", ["argmax", "gumbel"])
 def test_sampled_integer_graphs_symmetric_zero_diagonal(model_cfg: ModelConfig, mode: str) -> None:
     logits = logits_of(model_cfg, batch=32)
-    atoms, bonds = logits.sample(mode, 1.5, torch.Generator().manual_seed(5))
+    settings = SamplingSettings("argmax") if mode == "argmax" else SamplingSettings("gumbel", 1.5, 0.0)
+    atoms, bonds = logits.sample(settings, torch.Generator().manual_seed(5))
     assert not atoms.is_floating_point() and not bonds.is_floating_point()
     assert torch.equal(bonds, bonds.transpose(1, 2))
     assert (bonds.diagonal(dim1=1, dim2=2) == 0).all()
@@ -122,15 +124,10 @@ def test_sampled_integer_graphs_symmetric_zero_diagonal(model_cfg: ModelConfig, 
 
 def test_argmax_sample_is_the_most_likely_class(model_cfg: ModelConfig) -> None:
     logits = logits_of(model_cfg)
-    atoms, bonds = logits.sample("argmax")
+    atoms, bonds = logits.sample(SamplingSettings("argmax"))
     assert torch.equal(atoms, logits.atoms.argmax(-1))
     iu = torch.triu_indices(N, N, offset=1)
     assert torch.equal(bonds[:, iu[0], iu[1]], logits.pairs.argmax(-1))
-
-
-def test_unknown_sampling_mode_rejected(model_cfg: ModelConfig) -> None:
-    with pytest.raises(ValueError, match="bogus"):
-        logits_of(model_cfg).sample("bogus")
 
 
 # ------------------------------------------------------------------------------ critic
@@ -218,7 +215,7 @@ def test_min_p_log_prob_is_the_log_frequency_of_min_p_samples() -> None:
     # One atom with 3 types, no pairs: p = (0.6, 0.3, 0.1); min_p 0.25 keeps (0.6, 0.3) -> (2/3, 1/3).
     probs = torch.tensor([0.6, 0.3, 0.1])
     logits = GraphLogits(probs.log().expand(40_000, 1, 3), torch.zeros(40_000, 0, 2))
-    atoms, bonds = logits.sample("gumbel", 1.0, torch.Generator().manual_seed(1), min_p=0.25)
+    atoms, bonds = logits.sample(SamplingSettings("gumbel", 1.0, 0.25), torch.Generator().manual_seed(1))
     freq = torch.bincount(atoms.flatten(), minlength=3).double() / 40_000
     torch.testing.assert_close(freq, torch.tensor([2 / 3, 1 / 3, 0.0], dtype=torch.double), atol=0.01, rtol=0)
     lp = logits.log_prob(atoms, bonds, 1.0, 0.25)
@@ -229,16 +226,16 @@ def test_min_p_log_prob_is_the_log_frequency_of_min_p_samples() -> None:
 
 
 @pytest.mark.parametrize("bad", [0.0, -1.0, float("inf"), float("nan")])
-def test_gumbel_sampling_rejects_a_temperature_that_is_not_finite_and_positive(bad: float) -> None:
+def test_tempered_logits_reject_a_temperature_that_is_not_finite_and_positive(bad: float) -> None:
     logits = GraphLogits(torch.zeros(1, 3, 2), torch.zeros(1, 3, 2))
     with pytest.raises(ValueError, match="finite number > 0"):
-        logits.sample("gumbel", bad, torch.Generator().manual_seed(0))
+        logits.tempered(bad)
 
 
 def test_truncated_entropy_and_log_prob_have_finite_gradients(model_cfg: ModelConfig) -> None:
     logits = logits_of(model_cfg)
     leaf = GraphLogits(logits.atoms.detach().requires_grad_(), logits.pairs.detach().requires_grad_())
-    atoms, bonds = leaf.sample("gumbel", 0.7, torch.Generator().manual_seed(0), min_p=0.3)
+    atoms, bonds = leaf.sample(SamplingSettings("gumbel", 0.7, 0.3), torch.Generator().manual_seed(0))
     policy = leaf.tempered(0.7, 0.3)
     assert torch.isinf(policy.atoms).any(), "min_p 0.3 should truncate some classes here"
     h = policy.entropy()
@@ -251,7 +248,7 @@ def test_truncated_entropy_and_log_prob_have_finite_gradients(model_cfg: ModelCo
 
 def test_log_prob_gradient_raises_probability_of_the_sample(model_cfg: ModelConfig) -> None:
     logits = logits_of(model_cfg)
-    atoms, bonds = logits.sample("gumbel", 1.0, torch.Generator().manual_seed(0))
+    atoms, bonds = logits.sample(SamplingSettings("gumbel", 1.0, 0.0), torch.Generator().manual_seed(0))
     leaf = GraphLogits(logits.atoms.detach().requires_grad_(), logits.pairs.detach().requires_grad_())
     lp = leaf.log_prob(atoms, bonds)
     lp.sum().backward()

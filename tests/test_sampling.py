@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from molgan.chem import is_connected, to_mol
-from molgan.sampling import MoleculeSampler, Sample, SamplingSettings, sample_filtered
+from molgan.sampling import MoleculeSampler, Sample, sample_filtered
+from molgan.sampling_settings import SamplingError, SamplingSettings
 from molgan.training.trainer import LAST
 
 
@@ -22,7 +23,7 @@ def smiles(samples: list[Sample]) -> list[str | None]:
 
 
 def test_samples_are_decoded_and_validity_is_strict(toy: MoleculeSampler) -> None:
-    samples = toy.sample(200, seed=0, mode="gumbel")
+    samples = toy.sample(200, seed=0, settings=toy.settings("gumbel"))
     assert len(samples) == 200
     kinds = {"valid": 0, "fragments": 0, "unsanitizable": 0}
     for s in samples:
@@ -39,20 +40,21 @@ def test_samples_are_decoded_and_validity_is_strict(toy: MoleculeSampler) -> Non
 
 @pytest.mark.parametrize("mode", ["argmax", "gumbel"])
 def test_same_seed_same_molecules_different_seed_different(toy: MoleculeSampler, mode: str) -> None:
-    first = smiles(toy.sample(60, seed=3, mode=mode))
-    assert smiles(toy.sample(60, seed=3, mode=mode)) == first
-    assert smiles(toy.sample(60, seed=4, mode=mode)) != first
-    atoms, bonds = toy.graphs(60, seed=3, mode=mode)
-    again = toy.graphs(60, seed=3, mode=mode)
+    first = smiles(toy.sample(60, seed=3, settings=toy.settings(mode)))
+    assert smiles(toy.sample(60, seed=3, settings=toy.settings(mode))) == first
+    assert smiles(toy.sample(60, seed=4, settings=toy.settings(mode))) != first
+    atoms, bonds = toy.graphs(60, seed=3, settings=toy.settings(mode))
+    again = toy.graphs(60, seed=3, settings=toy.settings(mode))
     assert torch.equal(atoms, again[0]) and torch.equal(bonds, again[1])
 
 
 def test_no_seed_draws_fresh_molecules(toy: MoleculeSampler) -> None:
-    assert smiles(toy.sample(60, mode="gumbel")) != smiles(toy.sample(60, mode="gumbel"))
+    settings = toy.settings("gumbel")
+    assert smiles(toy.sample(60, settings=settings)) != smiles(toy.sample(60, settings=settings))
 
 
 def test_graphs_are_uint8_symmetric(toy: MoleculeSampler) -> None:
-    atoms, bonds = toy.graphs(50, seed=0, mode="gumbel")
+    atoms, bonds = toy.graphs(50, seed=0, settings=toy.settings("gumbel"))
     n = toy.vocab.max_atoms
     assert atoms.shape == (50, n) and bonds.shape == (50, n, n)
     assert atoms.dtype == bonds.dtype == torch.uint8
@@ -65,21 +67,22 @@ def test_batched_sampling_returns_n_graphs(toy: MoleculeSampler) -> None:
     assert atoms.shape[0] == bonds.shape[0] == 25
 
 
-def test_temperature_implies_gumbel_mode(toy: MoleculeSampler) -> None:
+def gumbel(temperature: float, min_p: float = 0.0) -> SamplingSettings:
+    return SamplingSettings("gumbel", temperature, min_p)
+
+
+def test_default_settings_are_the_checkpoints(toy: MoleculeSampler) -> None:
     assert toy.default_mode == "argmax"
-    with_temperature = toy.graphs(80, seed=5, temperature=1.0)
-    gumbel = toy.graphs(80, seed=5, mode="gumbel", temperature=1.0)
-    argmax = toy.graphs(80, seed=5)
-    assert torch.equal(with_temperature[0], gumbel[0]) and torch.equal(with_temperature[1], gumbel[1])
-    assert not torch.equal(with_temperature[1], argmax[1])
-    # An explicit mode wins over the implication.
-    explicit = toy.graphs(80, seed=5, mode="argmax", temperature=1.0)
-    assert torch.equal(explicit[1], argmax[1])
+    default = toy.graphs(80, seed=5)
+    argmax = toy.graphs(80, seed=5, settings=SamplingSettings("argmax"))
+    assert torch.equal(default[0], argmax[0]) and torch.equal(default[1], argmax[1])
+    sampled = toy.graphs(80, seed=5, settings=gumbel(1.0))
+    assert not torch.equal(sampled[1], argmax[1])
 
 
 def test_lower_temperature_gives_fewer_distinct_graphs(toy: MoleculeSampler) -> None:
     def distinct(t: float) -> int:
-        atoms, bonds = toy.graphs(300, seed=0, temperature=t)
+        atoms, bonds = toy.graphs(300, seed=0, settings=gumbel(t))
         return len(torch.cat([atoms, bonds.flatten(1)], dim=1).unique(dim=0))
 
     assert distinct(0.3) < distinct(1.0) < distinct(3.0)
@@ -88,33 +91,33 @@ def test_lower_temperature_gives_fewer_distinct_graphs(toy: MoleculeSampler) -> 
 def test_settings_resolve_what_a_call_leaves_out(toy: MoleculeSampler) -> None:
     assert toy.default_mode == "argmax"
     assert toy.settings() == SamplingSettings("argmax", None, None)
+    # A given temperature or min_p implies gumbel; the rest comes from the checkpoint.
     assert toy.settings(temperature=0.5) == SamplingSettings("gumbel", 0.5, toy.default_min_p)
     assert toy.settings(min_p=0.3) == SamplingSettings("gumbel", toy.default_temperature, 0.3)
     assert toy.settings("gumbel") == SamplingSettings("gumbel", toy.default_temperature, toy.default_min_p)
-    assert toy.settings("argmax", temperature=0.5, min_p=0.3) == SamplingSettings("argmax", None, None)
+    # An explicit argmax with a temperature or min_p is refused rather than silently ignored.
+    with pytest.raises(SamplingError, match="temperature applies to mode 'gumbel' only"):
+        toy.settings("argmax", temperature=0.5)
+    with pytest.raises(SamplingError, match="min_p applies to mode 'gumbel' only"):
+        toy.settings("argmax", min_p=0.3)
 
 
-def test_min_p_implies_gumbel_and_trims_the_choices(toy: MoleculeSampler) -> None:
-    plain = toy.graphs(400, seed=3, temperature=2.0)
-    assert torch.equal(toy.graphs(400, seed=3, temperature=2.0, min_p=0.0)[1], plain[1])
-    trimmed = toy.graphs(400, seed=3, min_p=0.5)
-    assert not torch.equal(trimmed[1], toy.graphs(400, seed=3)[1])  # not argmax
+def test_min_p_trims_the_choices(toy: MoleculeSampler) -> None:
+    plain = toy.graphs(400, seed=3, settings=gumbel(2.0))
     # A high min_p keeps only the choices close to the most likely one: fewer distinct graphs.
     def distinct(graphs: tuple[torch.Tensor, torch.Tensor]) -> int:
         return len(torch.cat([graphs[0], graphs[1].flatten(1)], dim=1).unique(dim=0))
 
-    assert distinct(toy.graphs(400, seed=3, temperature=2.0, min_p=0.9)) < distinct(plain)
+    trimmed = toy.graphs(400, seed=3, settings=gumbel(2.0, 0.9))
+    assert distinct(trimmed) < distinct(plain)
 
 
 def test_bad_arguments(toy: MoleculeSampler) -> None:
     with pytest.raises(ValueError, match="n must be"):
         toy.sample(-1, seed=0)
-    with pytest.raises(ValueError, match="temperature"):
-        toy.sample(3, seed=0, temperature=0.0)
-    with pytest.raises(ValueError, match="min_p"):
-        toy.sample(3, seed=0, min_p=1.0)
-    with pytest.raises(ValueError, match="mode"):
-        toy.sample(3, seed=0, mode="bogus")  # type: ignore[arg-type]
+    for bad in ({"temperature": 0.0}, {"min_p": 1.0}, {"mode": "bogus"}):
+        with pytest.raises(SamplingError, match=next(iter(bad))):
+            toy.settings(**bad)  # type: ignore[arg-type]
     assert toy.sample(0, seed=0) == []
 
 
@@ -131,27 +134,27 @@ def test_describe(toy: MoleculeSampler, debug_run: Path) -> None:
 
 
 def test_unfiltered_is_the_raw_samples(toy: MoleculeSampler) -> None:
-    result = sample_filtered(toy, 40, seed=2, mode="gumbel")
-    assert result.samples == toy.sample(40, seed=2, mode="gumbel")
+    result = sample_filtered(toy, 40, seed=2, settings=toy.settings("gumbel"))
+    assert result.samples == toy.sample(40, seed=2, settings=toy.settings("gumbel"))
     assert result.sampled == 40 and result.requested == 40 and not result.fell_short
 
 
 def test_valid_only(toy: MoleculeSampler) -> None:
-    raw = toy.sample(60, seed=2, mode="gumbel")
+    raw = toy.sample(60, seed=2, settings=toy.settings("gumbel"))
     assert not all(s.valid for s in raw)
-    result = sample_filtered(toy, 60, seed=2, mode="gumbel", valid_only=True)
+    result = sample_filtered(toy, 60, seed=2, settings=toy.settings("gumbel"), valid_only=True)
     assert len(result.samples) == 60 and not result.fell_short
     assert all(s.valid for s in result.samples)
     assert result.sampled > 60
     # Repeats are kept: only validity is filtered.
     assert len(set(smiles(result.samples))) < 60
     # Valid samples are kept in the order drawn; the first round draws 2 n + 16.
-    first_round = [s for s in toy.sample(2 * 60 + 16, seed=2, mode="gumbel") if s.valid]
+    first_round = [s for s in toy.sample(2 * 60 + 16, seed=2, settings=toy.settings("gumbel")) if s.valid]
     assert result.samples[: len(first_round)] == first_round[:60]
 
 
 def test_unique(toy: MoleculeSampler) -> None:
-    result = sample_filtered(toy, 30, seed=2, mode="gumbel", unique=True)
+    result = sample_filtered(toy, 30, seed=2, settings=toy.settings("gumbel"), unique=True)
     kept = smiles(result.samples)
     assert len(kept) == 30 and None not in kept
     assert len(set(kept)) == 30
@@ -160,15 +163,15 @@ def test_unique(toy: MoleculeSampler) -> None:
 
 
 def test_valid_only_and_unique(toy: MoleculeSampler) -> None:
-    result = sample_filtered(toy, 25, seed=2, mode="gumbel", valid_only=True, unique=True)
+    result = sample_filtered(toy, 25, seed=2, settings=toy.settings("gumbel"), valid_only=True, unique=True)
     assert len({s.smiles for s in result.samples}) == 25
     assert all(s.valid for s in result.samples)
 
 
 def test_filtered_is_reproducible(toy: MoleculeSampler) -> None:
-    a = sample_filtered(toy, 20, seed=9, mode="gumbel", valid_only=True, unique=True)
-    b = sample_filtered(toy, 20, seed=9, mode="gumbel", valid_only=True, unique=True)
-    c = sample_filtered(toy, 20, seed=10, mode="gumbel", valid_only=True, unique=True)
+    a = sample_filtered(toy, 20, seed=9, settings=toy.settings("gumbel"), valid_only=True, unique=True)
+    b = sample_filtered(toy, 20, seed=9, settings=toy.settings("gumbel"), valid_only=True, unique=True)
+    c = sample_filtered(toy, 20, seed=10, settings=toy.settings("gumbel"), valid_only=True, unique=True)
     assert a == b
     assert smiles(a.samples) != smiles(c.samples)
 
@@ -192,5 +195,5 @@ def test_default_cap_is_twenty_per_requested(debug_run: Path) -> None:
 
 
 def test_cap_below_request(toy: MoleculeSampler) -> None:
-    result = sample_filtered(toy, 50, seed=0, mode="gumbel", max_attempts=10)
+    result = sample_filtered(toy, 50, seed=0, settings=toy.settings("gumbel"), max_attempts=10)
     assert result.sampled == 10 and len(result.samples) == 10 and result.fell_short

@@ -49,9 +49,9 @@ def test_select_scores_every_snapshot_and_setting(run_with_snapshots: Path, tmp_
     assert len(rows) == 2 * len(script.TEMPERATURES) * len(script.MIN_PS)
     # A row is what sampling with its settings gives (seed 1 by default).
     row = next(r for r in rows if r["snapshot"].endswith("step-0000040.safetensors") and r["min_p"] == 0.05)
-    samples = MoleculeSampler.load(row["snapshot"]).sample(
-        120, seed=1, temperature=row["temperature"], min_p=0.05
-    )
+    sampler = MoleculeSampler.load(row["snapshot"])
+    settings = sampler.settings(temperature=row["temperature"], min_p=0.05)
+    samples = sampler.sample(120, seed=1, settings=settings)
     valid = [s.smiles for s in samples if s.valid]
     assert row["validity"] == pytest.approx(len(valid) / 120)
     assert row["uniqueness"] == pytest.approx(len(set(valid)) / len(valid))

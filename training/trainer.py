@@ -40,6 +40,7 @@ from molgan.gumbel import temperature
 from molgan.metrics import evaluate_smiles
 from molgan.models import GraphLogits, Graphs, build_discriminator, build_generator, build_reward_network
 from molgan.rewards import RewardFunction
+from molgan.sampling_settings import SamplingSettings
 
 log = logging.getLogger(__name__)
 
@@ -199,7 +200,7 @@ class Trainer:
             # policy never draws a class again once it falls below the cut, so it cannot learn
             # that the class was good (uniqueness 43% against 64% at step 1000 in a QM9 run).
             rl_tau = self.config.sampling.temperature
-            atoms, bonds = logits.sample("gumbel", rl_tau, self.rng)
+            atoms, bonds = logits.sample(SamplingSettings("gumbel", rl_tau, 0.0), self.rng)
             smiles = decode_batch(atoms, bonds, self.vocab)
             reward = self.reward_fn(smiles)
             if rl_on:
@@ -248,7 +249,7 @@ class Trainer:
         results: dict[str, Any] = {}
         logits = self.generator(self.generator.noise(cfg.eval_samples, rng))
         for mode in ("argmax", "gumbel"):
-            atoms, bonds = logits.sample(mode, sampling.temperature, rng, sampling.min_p)
+            atoms, bonds = logits.sample(SamplingSettings.resolve(sampling, mode), rng)
             m = evaluate_smiles(decode_batch(atoms, bonds, self.vocab), self.train_smiles).to_dict()
             for key in ("validity", "validity_loose", "uniqueness", "novelty", "vun", "qed_mean"):
                 results[f"{mode}_{key}"] = m[key]

@@ -2,11 +2,23 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
+from typing import get_args
 
 import pytest
 
-from molgan.config import Config, ConfigError, config_from_dict, load_config, parse_overrides
+from molgan.config import (
+    Config,
+    ConfigError,
+    Estimator,
+    RLEstimator,
+    Schedule,
+    config_from_dict,
+    load_config,
+    parse_overrides,
+)
 from tests.conftest import DEBUG_CONFIG, REPO_ROOT
 
 SHIPPED = sorted((REPO_ROOT / "configs").glob("*.yaml"))
@@ -180,3 +192,20 @@ def test_config_is_frozen() -> None:
     cfg = load_config(DEBUG_CONFIG)
     with pytest.raises(ValueError, match="frozen"):
         cfg.train.steps = 3  # type: ignore[misc]
+
+
+def test_config_imports_nothing_from_molgan() -> None:
+    # A fresh interpreter: the test session has long imported the rest of the package.
+    code = "import sys, molgan.config; print(sorted(m for m in sys.modules if m.startswith('molgan')))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "['molgan', 'molgan.config']"
+
+
+def test_option_names_agree_with_the_modules_that_implement_them() -> None:
+    from molgan.gumbel import ESTIMATORS, SCHEDULES
+    from molgan.training.rl import RL_ESTIMATORS
+
+    assert get_args(Estimator) == ESTIMATORS
+    assert get_args(Schedule) == SCHEDULES
+    assert set(get_args(RLEstimator)) == set(RL_ESTIMATORS)
+

@@ -17,7 +17,8 @@ from pathlib import Path
 from molgan.config import load_config
 from molgan.evaluation import evaluate_sampler
 from molgan.sampling import MoleculeSampler
-from molgan.training.trainer import BEST, Trainer
+from molgan.training.run_dir import RunDir
+from molgan.training.trainer import Trainer
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -48,7 +49,7 @@ def run_variant(name: str, overrides: list[str], args: argparse.Namespace, seed:
         raise SystemExit(f"interrupted during {name}")
     minutes = (time.perf_counter() - started) / 60
     metrics = evaluate_sampler(
-        MoleculeSampler.load(run_dir / BEST), args.samples, seed=seed, fcd=args.fcd
+        MoleculeSampler.load(RunDir(run_dir).best), args.samples, seed=seed, fcd=args.fcd
     )
     return {"variant": name, "seed": seed, "minutes": round(minutes, 1)} | metrics
 

@@ -16,6 +16,7 @@ import json
 from pathlib import Path
 
 from molgan.config import load_config
+from molgan.training.run_dir import RunDir
 from molgan.training.trainer import Trainer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -23,9 +24,10 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def evaluations(run_dir: Path) -> tuple[int, list[dict[str, float]]]:
     """Batch size and every evaluation of a run with its training time in minutes."""
-    config = load_config(run_dir / "config.yaml")
+    run = RunDir(run_dir)
+    config = load_config(run.config)
     rows, minutes = [], 0.0
-    for line in (run_dir / "metrics.jsonl").read_text().splitlines():
+    for line in run.metrics.read_text().splitlines():
         record = json.loads(line)
         if "elapsed_s" in record:
             minutes = record["elapsed_s"] / 60

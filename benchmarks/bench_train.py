@@ -41,9 +41,7 @@ def main() -> None:
         for _ in range(args.repeats + 1):  # the first round warms up
             started = time.perf_counter()
             for _ in range(args.steps):
-                for _ in range(config.train.n_critic):
-                    trainer.critic_step(tau)
-                trainer.generator_step(tau)
+                trainer.train_step(tau)
                 trainer.state.step += 1
             rates.append(args.steps / (time.perf_counter() - started))
         eval_started = time.perf_counter()

@@ -2,6 +2,10 @@
 
 Every section forbids unknown keys, so a typo such as ``train.batchsize`` is an error naming the
 key instead of a silently ignored setting.
+
+A leaf module: it imports nothing from ``molgan``, so that any module can read settings without
+pulling in RDKit or the models. What a section describes is built elsewhere (the dataset of
+``data`` by ``molgan.data.dataset_from_config``).
 """
 
 from __future__ import annotations
@@ -12,10 +16,21 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from molgan.chem import PAD_LABEL, Vocab
-from molgan.data import MolDataset, load_dataset
-from molgan.gumbel import Estimator, Schedule
 from molgan.sampling_settings import SamplingMode, check_min_p, check_temperature
+
+# The option names of molgan.gumbel (``ESTIMATORS``, ``SCHEDULES``), spelt out here to keep this
+# module a leaf; a test checks that the two lists agree.
+Estimator = Literal["softmax", "gumbel", "st_gumbel", "st"]
+Schedule = Literal["constant", "exponential", "linear", "cosine"]
+
+RLEstimator = Literal["reward_net", "reinforce"]
+"""Names of the RL terms of ``molgan.training.rl``."""
+
+EVAL_SEED_OFFSET = 1_000_003
+"""Added to ``train.seed`` to seed the evaluation's own generator. Evaluation must not draw from
+the training generator (a run would then depend on how often it evaluates), and with the same
+seed its noise would repeat the first training draws; a large prime keeps the evaluation seeds
+of runs with nearby seeds (0, 1, 2, ...) away from every training seed."""
 
 
 class _Section(BaseModel):
@@ -35,18 +50,6 @@ class DataConfig(_Section):
     split_seed: int = 0
     val_fraction: float = Field(0.05, ge=0.0, lt=0.5)
     test_fraction: float = Field(0.1, ge=0.0, lt=0.5)
-
-    def vocab(self) -> Vocab | None:
-        """The fixed vocabulary this config asks for, if any."""
-        if self.atoms is None:
-            return None
-        return Vocab(atoms=(PAD_LABEL, *(a for a in self.atoms if a != PAD_LABEL)), max_atoms=self.max_atoms)
-
-    def load(self) -> MolDataset:
-        """The dataset this section describes (featurized once, then read from the cache)."""
-        return load_dataset(
-            self.path, max_atoms=self.max_atoms, vocab=self.vocab(), smiles_column=self.smiles_column
-        )
 
     @property
     def fractions(self) -> tuple[float, float, float]:
@@ -121,10 +124,10 @@ class TrainConfig(_Section):
     """Generator loss = lam * WGAN + (1 - lam) * RL (1.0 = pure GAN)."""
     rl_start_step: int = Field(0, ge=0)
     """Generator step at which the RL term is switched on."""
-    rl_estimator: Literal["reward_net", "reinforce"] = "reward_net"
+    rl_estimator: RLEstimator = "reward_net"
     """``reward_net``: the paper's differentiable reward-network prediction through the ST graphs;
-    ``reinforce``: REINFORCE with a moving-average baseline on the exact RDKit reward of
-    Gumbel-Max samples."""
+    ``reinforce``: REINFORCE on the exact RDKit reward of Gumbel-Max samples, with the batch mean
+    reward as baseline (or leave-one-out, see ``rl_samples_per_z``)."""
     rl_samples_per_z: int = Field(1, ge=1)
     """REINFORCE: Gumbel-Max samples drawn per noise vector; with more than one, each sample's
     baseline is the mean reward of its siblings (leave-one-out). Must divide ``batch_size``."""
@@ -140,6 +143,11 @@ class TrainConfig(_Section):
     """Also save the generator at every evaluation as ``snapshots/step-XXXXXXX.safetensors``, to
     choose a checkpoint afterwards on other samples than the evaluation's."""
     log_every: int = Field(50, ge=1)
+
+    @property
+    def eval_seed(self) -> int:
+        """Seed of the evaluation's samples (see ``EVAL_SEED_OFFSET``)."""
+        return self.seed + EVAL_SEED_OFFSET
 
 
 class Config(_Section):

@@ -28,6 +28,7 @@ import torch
 from rdkit import Chem, rdBase
 
 from molgan.chem import (
+    PAD_LABEL,
     EncodeError,
     Vocab,
     decode_batch,
@@ -36,6 +37,7 @@ from molgan.chem import (
     to_mol,
     vocab_from_counts,
 )
+from molgan.config import DataConfig
 from molgan.files import atomic_write
 
 log = logging.getLogger(__name__)
@@ -499,6 +501,21 @@ def load_dataset(
         except OSError as exc:  # a read-only cache dir must not break loading
             log.warning("could not write cache %s: %s", cache_file, exc)
     return ds
+
+
+def vocab_for(config: DataConfig) -> Vocab | None:
+    """The fixed vocabulary ``config.atoms`` asks for (the padding label first), or ``None``."""
+    if config.atoms is None:
+        return None
+    atoms = (PAD_LABEL, *(a for a in config.atoms if a != PAD_LABEL))
+    return Vocab(atoms=atoms, max_atoms=config.max_atoms)
+
+
+def dataset_from_config(config: DataConfig) -> MolDataset:
+    """The dataset a config's ``data`` section describes (featurized once, then read from the cache)."""
+    return load_dataset(
+        config.path, max_atoms=config.max_atoms, vocab=vocab_for(config), smiles_column=config.smiles_column
+    )
 
 
 # --------------------------------------------------------------------------- QM9 asset

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from molgan.data import dataset_from_config
 from molgan.metrics import evaluate_smiles
 from molgan.sampling import MoleculeSampler
 from molgan.sampling_settings import SamplingSettings
@@ -26,7 +27,7 @@ def evaluate_sampler(
     """
     used = settings if settings is not None else sampler.settings()
     data_cfg = sampler.config.data
-    dataset = data_cfg.load()
+    dataset = dataset_from_config(data_cfg)
     train_idx, _, test_idx = dataset.split(data_cfg.split_seed, data_cfg.fractions)
     train_smiles = {dataset.smiles[i] for i in train_idx.tolist()}
     reference = [dataset.smiles[i] for i in test_idx.tolist()]

@@ -19,6 +19,7 @@ from tqdm import tqdm
 
 from molgan.sampling import MoleculeSampler
 from molgan.sampling_settings import SamplingSettings
+from molgan.training.run_dir import RunDir
 
 TEMPERATURES = (0.9, 1.0, 1.1, 1.2, 1.3, 1.5)
 MIN_PS = (0.0, 0.02, 0.05, 0.1, 0.2)
@@ -45,12 +46,10 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None, help="Also write every score as JSON lines.")
     args = parser.parse_args()
 
-    snapshots = sorted((args.run_dir / "snapshots").glob("step-*.safetensors"))
-    snapshots = [p for p in snapshots if int(p.stem.split("-")[1]) >= args.from_step]
+    run = RunDir(args.run_dir)
+    snapshots = [path for _, path in run.snapshots(from_step=args.from_step)]
     if not snapshots:
-        raise SystemExit(
-            f"no snapshots in {args.run_dir / 'snapshots'} (train with train.keep_snapshots=true)"
-        )
+        raise SystemExit(f"no snapshots in {run.snapshot_dir} (train with train.keep_snapshots=true)")
     rows = []
     grid = list(itertools.product(TEMPERATURES, MIN_PS))
     with tqdm(total=len(snapshots) * len(grid), unit="setting") as bar:

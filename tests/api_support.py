@@ -27,6 +27,7 @@ import torch
 from molgan.checkpoint import CheckpointWriter
 from molgan.chem import Vocab
 from molgan.config import Config
+from molgan.data import vocab_for
 from molgan.models import Generator, build_generator
 
 QM9_ATOMS = ("*", "C", "N", "O", "F", "N+", "O-", "C-", "N-")
@@ -73,7 +74,7 @@ def write_template_checkpoint(
     metrics: dict[str, Any] | None = None,
 ) -> Path:
     # The config's own atom types if it fixes them, else those the QM9 data gives.
-    vocab = config.data.vocab() or Vocab(atoms=QM9_ATOMS, max_atoms=config.data.max_atoms)
+    vocab = vocab_for(config.data) or Vocab(atoms=QM9_ATOMS, max_atoms=config.data.max_atoms)
     generator = template_generator(config, vocab, spread=spread, seed=seed)
     writer = CheckpointWriter({
         "config": config.model_dump(mode="json"),

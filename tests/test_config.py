@@ -2,11 +2,23 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
+from typing import get_args
 
 import pytest
 
-from molgan.config import Config, ConfigError, config_from_dict, load_config, parse_overrides
+from molgan.config import (
+    Config,
+    ConfigError,
+    Estimator,
+    RLEstimator,
+    Schedule,
+    config_from_dict,
+    load_config,
+    parse_overrides,
+)
 from tests.conftest import DEBUG_CONFIG, REPO_ROOT
 
 SHIPPED = sorted((REPO_ROOT / "configs").glob("*.yaml"))
@@ -180,3 +192,25 @@ def test_config_is_frozen() -> None:
     cfg = load_config(DEBUG_CONFIG)
     with pytest.raises(ValueError, match="frozen"):
         cfg.train.steps = 3  # type: ignore[misc]
+
+
+def test_config_is_a_leaf_module() -> None:
+    # A fresh interpreter: the test session has long imported the rest of the package. The only
+    # molgan module config may use is the sampling rules, itself a leaf.
+    code = (
+        "import sys, molgan.config\n"
+        "print(sorted(m for m in sys.modules if m.startswith('molgan')))\n"
+        "print(sorted(m for m in ('torch', 'rdkit', 'numpy') if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.splitlines() == ["['molgan', 'molgan.config', 'molgan.sampling_settings']", "[]"]
+
+
+def test_option_names_agree_with_the_modules_that_implement_them() -> None:
+    from molgan.gumbel import ESTIMATORS, SCHEDULES
+    from molgan.training.rl import RL_ESTIMATORS
+
+    assert get_args(Estimator) == ESTIMATORS
+    assert get_args(Schedule) == SCHEDULES
+    assert set(get_args(RLEstimator)) == set(RL_ESTIMATORS)
+

@@ -13,15 +13,18 @@ from typer.testing import CliRunner
 from molgan import data
 from molgan.chem import Vocab, canonical, decode_batch
 from molgan.cli import app
+from molgan.config import DataConfig
 from molgan.data import (
     FORMAT_VERSION,
     MolDataset,
     SkipReport,
     build_qm9_file,
     cache_key,
+    dataset_from_config,
     load_dataset,
     qm9_path,
     read_smiles,
+    vocab_for,
 )
 from tests.conftest import QM9_ATOMS
 
@@ -341,3 +344,22 @@ def test_cli_data_qm9_without_qm9pack(tmp_path: Path, monkeypatch: pytest.Monkey
     assert result.exit_code == 1
     assert "pip install 'molgan[qm9]'" in result.output
     assert not (tmp_path / "q.smi.gz").exists()
+
+
+def test_dataset_from_config_is_load_dataset_with_the_config_settings(tmp_path: Path) -> None:
+    path = _write(tmp_path / "mixed.smi", "CCO\nC[NH3+]\nCC(=O)[O-]\nFC(F)F\nCN\nCCCCC\n")
+    config = DataConfig(path=str(path), max_atoms=4, atoms=("O", "*", "C", "N"))
+    # The padding label comes first wherever the config lists it.
+    assert vocab_for(config) == Vocab(atoms=("*", "O", "C", "N"), max_atoms=4)
+    ds = dataset_from_config(config)
+    direct = load_dataset(path, max_atoms=4, vocab=vocab_for(config), cache_dir=tmp_path / "c")
+    assert ds.smiles == direct.smiles == ["CCO", "CN"]
+    assert torch.equal(ds.atoms, direct.atoms) and torch.equal(ds.bonds, direct.bonds)
+    assert ds.report.skipped == {"unsupported_atom": 3, "too_many_atoms": 1}
+
+
+def test_without_atoms_the_config_asks_for_no_fixed_vocabulary(tmp_path: Path) -> None:
+    path = _write(tmp_path / "a.smi", "CCO\nC[NH3+]\n")
+    config = DataConfig(path=str(path))
+    assert vocab_for(config) is None
+    assert set(dataset_from_config(config).vocab.atoms) == {"*", "C", "O", "N+"}

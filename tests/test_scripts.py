@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from molgan.sampling import MoleculeSampler
-from molgan.training.trainer import LAST, SNAPSHOTS
+from molgan.training.run_dir import RunDir
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "select_checkpoint.py"
 
@@ -21,11 +21,11 @@ SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "select_checkpoint.py
 def run_with_snapshots(
     tmp_path_factory: pytest.TempPathFactory, toy_checkpoint: Path, debug_run: Path
 ) -> Path:
-    run_dir = tmp_path_factory.mktemp("select") / "run"
-    (run_dir / SNAPSHOTS).mkdir(parents=True)
-    shutil.copy(debug_run / LAST, run_dir / SNAPSHOTS / "step-0000030.safetensors")
-    shutil.copy(toy_checkpoint, run_dir / SNAPSHOTS / "step-0000040.safetensors")
-    return run_dir
+    run = RunDir(tmp_path_factory.mktemp("select") / "run")
+    run.snapshot_dir.mkdir(parents=True)
+    shutil.copy(RunDir(debug_run).last, run.snapshot(30))
+    shutil.copy(toy_checkpoint, run.snapshot(40))
+    return run.path
 
 
 def select(run_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -73,3 +73,11 @@ def test_select_needs_snapshots(tmp_path: Path) -> None:
     result = select(tmp_path)
     assert result.returncode != 0
     assert "train.keep_snapshots=true" in result.stderr
+
+
+def test_select_skips_snapshots_before_from_step(run_with_snapshots: Path, tmp_path: Path) -> None:
+    out = tmp_path / "scores.jsonl"
+    result = select(run_with_snapshots, "--min-validity", "0", "--from-step", "31", "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    scored = {json.loads(line)["snapshot"] for line in out.read_text().splitlines()}
+    assert scored == {str(RunDir(run_with_snapshots).snapshot(40))}

@@ -319,3 +319,93 @@ def test_sigterm_stops_a_real_training_process_and_resume_continues(
     assert load_checkpoint(run_dir / LAST).meta["step"] == stopped_at + 3
     records = training_records(run_dir)
     assert [s for s in records if s > stopped_at] == [stopped_at + 1, stopped_at + 2, stopped_at + 3]
+
+
+# --------------------------------------------------------------------------- the generator step
+
+
+def parameters(module: nn.Module) -> list[torch.Tensor]:
+    return [p.detach().clone() for p in module.parameters()]
+
+
+def changed(before: list[torch.Tensor], module: nn.Module) -> bool:
+    return any(not torch.equal(b, a) for b, a in zip(before, module.parameters(), strict=True))
+
+
+def test_reward_network_learns_in_the_loop_step_not_in_the_generator_step(
+    tmp_path: Path, debug_config: Callable
+) -> None:
+    trainer = Trainer(debug_config("train.rl_start_step=0"), tmp_path, progress=False)
+    assert trainer.reward_net is not None
+    before = parameters(trainer.reward_net)
+    update = trainer.generator_step(trainer.tau())
+    assert not changed(before, trainer.reward_net)
+    assert "r_loss" not in update.stats
+    assert update.rl.loss is not None and len(update.rl.smiles) == len(update.rl.reward) == 12
+
+    stats = trainer.train_step(trainer.tau())
+    assert changed(before, trainer.reward_net)
+    assert stats["r_loss"] > 0
+    assert {"d_loss", "g_loss", "reward", "batch_valid"} <= set(stats)
+
+
+def test_the_rl_term_is_off_before_its_start_step(tmp_path: Path, debug_config: Callable) -> None:
+    trainer = Trainer(debug_config("train.rl_start_step=1"), tmp_path, progress=False)
+    off = trainer.generator_step(trainer.tau())
+    assert off.rl.loss is None
+    # Still scored, for the log and the reward network.
+    assert off.rl.reward.shape == (12,)
+    assert off.stats["g_loss"] == off.stats["g_wgan"]
+    trainer.state.step = 1
+    on = trainer.generator_step(trainer.tau())
+    assert on.rl.loss is not None
+    assert on.stats["g_loss"] != on.stats["g_wgan"]
+
+
+@pytest.mark.parametrize("rl_estimator", ["reward_net", "reinforce"])
+def test_lambda_one_trains_the_gan_alone(tmp_path: Path, debug_config: Callable, rl_estimator: str) -> None:
+    config = debug_config("train.lam=1.0", f"train.rl_estimator={rl_estimator}", "train.steps=6",
+                          "train.log_every=1")
+    trainer = Trainer(config, tmp_path, progress=False)
+    assert trainer.reward_net is None
+    assert trainer.train()["step"] == 6
+    for record in training_records(tmp_path).values():
+        assert record["g_loss"] == record["g_wgan"]
+        assert "r_loss" not in record
+        assert 0.0 <= record["batch_valid"] <= 1.0
+
+
+def test_evaluation_leaves_the_training_generator_alone(tmp_path: Path, debug_config: Callable) -> None:
+    trainer = Trainer(debug_config(), tmp_path, progress=False)
+    state = trainer.rng.get_state()
+    first = trainer.evaluate()
+    assert torch.equal(trainer.rng.get_state(), state)
+    assert trainer.evaluate() == first
+
+
+def test_the_rl_term_raises_validity_above_the_gan_alone(tmp_path: Path, debug_config: Callable) -> None:
+    """Strict validity of Gumbel-Max samples after 300 steps of the debug model, with REINFORCE
+    on the validity reward (lam = 0.5) and without any RL term (lam = 1).
+
+    Measured over seeds 0-7 (400 samples each), RL against GAN alone:
+    0.870/0.000, 0.943/0.000, 0.823/0.028, 0.950/0.030, 0.885/0.505, 0.932/0.142, 0.963/0.048,
+    0.887/0.065. The smallest gap is 0.38 (seed 4); the test runs seed 0 and asks for 0.3.
+    """
+    validity = {}
+    for lam in (0.5, 1.0):
+        config = debug_config(
+            f"train.lam={lam}",
+            "train.rl_estimator=reinforce",
+            "train.rl_start_step=0",
+            "reward.weights={validity: 1.0}",
+            # Ten times the debug rate: the tiny generator then learns within a few hundred steps.
+            "train.lr_generator=0.01",
+            "train.steps=300",
+            "train.eval_every=300",
+            "train.eval_samples=400",
+            "train.checkpoint_every=300",
+            "train.log_every=300",
+        )
+        result = Trainer(config, tmp_path / str(lam), progress=False).train()
+        validity[lam] = result["last_eval"]["gumbel_validity"]
+    assert validity[0.5] > validity[1.0] + 0.3, validity

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from molgan.config import Config, ConfigError
-from molgan.data import load_dataset
+from molgan.data import dataset_from_config, load_dataset
 from molgan.models import GraphLogits
 from molgan.training.trainer import Trainer, mode_seeking_ratio
 
@@ -55,7 +55,7 @@ def test_grouped_reinforce_with_mode_seeking_and_entropy_trains(
     )
     trainer = Trainer(config, tmp_path / "run", progress=False)
     before = [p.detach().clone() for p in trainer.generator.parameters()]
-    stats = trainer.generator_step(trainer.tau())
+    stats = trainer.generator_step(trainer.tau()).stats
     assert torch.isfinite(torch.tensor(stats["g_loss"]))
     assert stats["mode_seeking"] > 0
     after = list(trainer.generator.parameters())
@@ -67,7 +67,7 @@ def test_min_p_sampling_trains_and_snapshots_every_evaluation(
     debug_config: Callable[..., Config], tmp_path: Path
 ) -> None:
     from molgan.checkpoint import load_checkpoint
-    from molgan.training.trainer import SNAPSHOTS
+    from molgan.training.run_dir import RunDir
 
     config = debug_config(
         "train.rl_estimator=reinforce",
@@ -80,13 +80,15 @@ def test_min_p_sampling_trains_and_snapshots_every_evaluation(
         "train.eval_every=4",
     )
     trainer = Trainer(config, tmp_path / "run", progress=False)
-    stats = trainer.generator_step(trainer.tau())
+    stats = trainer.generator_step(trainer.tau()).stats
     assert torch.isfinite(torch.tensor(stats["g_loss"]))
     assert all(torch.isfinite(p.grad).all() for p in trainer.generator.parameters() if p.grad is not None)
     trainer.train()
-    snapshots = sorted(p.name for p in (tmp_path / "run" / SNAPSHOTS).iterdir())
+    run = RunDir(tmp_path / "run")
+    snapshots = sorted(p.name for p in run.snapshot_dir.iterdir())
     assert snapshots == ["step-0000004.safetensors", "step-0000008.safetensors"]
-    meta = load_checkpoint(tmp_path / "run" / SNAPSHOTS / snapshots[0]).meta
+    assert run.snapshots() == [(4, run.snapshot(4)), (8, run.snapshot(8))]
+    meta = load_checkpoint(run.snapshot(4)).meta
     assert meta["step"] == 4 and "validity" in meta["metrics"]
     assert meta["config"]["sampling"]["min_p"] == 0.3
 
@@ -97,7 +99,7 @@ def test_a_fixed_atom_vocabulary_skips_other_atoms(
     path = tmp_path / "mixed.smi"
     path.write_text("CCO\nC[NH3+]\nCC(=O)[O-]\nFC(F)F\nCN\n")
     config = debug_config(f"data.path={path}", "data.atoms=[C,N,O,F]")
-    data = config.data.load()
+    data = dataset_from_config(config.data)
     assert data.vocab.atoms == ("*", "C", "N", "O", "F")
     assert sorted(data.smiles) == sorted(["CCO", "FC(F)F", "CN"])
     assert data.report.skipped == {"unsupported_atom": 2}

@@ -11,8 +11,7 @@ from matplotlib.figure import Figure
 
 from molgan.draw import grid_png
 from molgan.sampling import MoleculeSampler
-
-CURVES, MOLECULES = "curves.png", "molecules.png"
+from molgan.training.run_dir import RunDir
 
 
 def read_metrics(path: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -59,15 +58,13 @@ def plot_curves(metrics_path: Path, out: Path) -> Path:
 
 def write_report(run_dir: Path, n_molecules: int = 32, seed: int = 0) -> list[Path]:
     """Write ``curves.png`` and ``molecules.png`` (samples of the best checkpoint) into ``run_dir``."""
-    from molgan.training.trainer import BEST, LAST
-
+    run = RunDir(run_dir)
     written = []
-    metrics = run_dir / "metrics.jsonl"
-    if metrics.is_file():
-        written.append(plot_curves(metrics, run_dir / CURVES))
-    checkpoint = run_dir / BEST if (run_dir / BEST).is_file() else run_dir / LAST
-    if checkpoint.is_file():
+    if run.metrics.is_file():
+        written.append(plot_curves(run.metrics, run.curves))
+    checkpoint = run.best_or_last()
+    if checkpoint is not None:
         samples = MoleculeSampler.load(checkpoint).sample(n_molecules, seed=seed)
         # Cells show their SMILES; graphs that do not sanitize are empty cells marked "invalid".
-        written.append(grid_png([s.smiles for s in samples], run_dir / MOLECULES))
+        written.append(grid_png([s.smiles for s in samples], run.molecules))
     return written

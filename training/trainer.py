@@ -1,14 +1,15 @@
 """MolGAN training: WGAN-GP critic, generator with an RL term, periodic evaluation, checkpoints.
 
-One generator step:
+One generator step (``Trainer.train_step``):
 
 1. ``n_critic`` critic updates on real graphs and ST-relaxed generated graphs, with the
    gradient penalty on interpolates of the two.
-2. (``reward_net`` only) one reward-network update: MSE to the exact RDKit reward of real and
-   generated graphs.
-3. One generator update on ``lam * WGAN + (1 - lam) * RL`` once the RL term is switched on.
-   The RL term is either the reward network's prediction on the ST graphs (the paper) or
-   REINFORCE on the exact reward of Gumbel-Max samples with the batch mean as baseline.
+2. One generator update on ``lam * WGAN + (1 - lam) * RL`` once the RL term is switched on.
+   The RL term (``molgan.training.rl``) is either the reward network's prediction on the ST
+   graphs (the paper) or REINFORCE on the exact reward of Gumbel-Max samples, with the batch
+   mean or a leave-one-out mean as baseline.
+3. (``reward_net`` only) one reward-network update: MSE to the exact RDKit reward of real
+   graphs and of the generated graphs of step 2.
 
 All randomness comes from one ``torch.Generator`` seeded by ``train.seed`` (its state is
 checkpointed), so a run and its resumption are reproducible on the CPU.
@@ -30,22 +31,23 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 import yaml
-from tqdm.auto import tqdm
 
 from molgan.checkpoint import Checkpoint, CheckpointError, CheckpointWriter, load_checkpoint, load_state
 from molgan.chem import Vocab, decode_batch, is_connected
 from molgan.config import Config, ConfigError, config_from_dict
-from molgan.data import MolDataset
+from molgan.data import MolDataset, dataset_from_config
 from molgan.gumbel import temperature
 from molgan.metrics import evaluate_smiles
 from molgan.models import GraphLogits, Graphs, build_discriminator, build_generator, build_reward_network
 from molgan.rewards import RewardFunction
 from molgan.sampling_settings import SamplingSettings
+from molgan.training.progress import Progress
+from molgan.training.rl import RL_ESTIMATORS, RLTerm
+
+# BEST and LAST are re-exported: callers have known the checkpoint names from here.
+from molgan.training.run_dir import BEST, LAST, RunDir  # noqa: F401
 
 log = logging.getLogger(__name__)
-
-LAST, BEST = "last.safetensors", "best.safetensors"
-SNAPSHOTS = "snapshots"
 
 
 def gradient_penalty(
@@ -83,6 +85,17 @@ def mode_seeking_ratio(z: torch.Tensor, logits: GraphLogits) -> torch.Tensor:
 
 
 @dataclass
+class GeneratorUpdate:
+    """What one generator update leaves for the rest of the step."""
+
+    stats: dict[str, float]
+    relaxed: Graphs
+    """The ST-relaxed generated graphs (B, ...) the critic scored, detached."""
+    rl: RLTerm
+    """The RL term's rewards and SMILES (its loss already applied)."""
+
+
+@dataclass
 class TrainState:
     step: int = 0
     best_score: float = -1.0
@@ -102,7 +115,7 @@ class Trainer:
         progress: bool = True,
     ) -> None:
         self.config = config
-        self.run_dir = Path(run_dir)
+        self.run = RunDir(run_dir)
         self.progress = progress
         cfg = config.train
         if cfg.threads:
@@ -110,7 +123,7 @@ class Trainer:
         torch.manual_seed(cfg.seed)  # only dropout draws from the global generator
         self.rng = torch.Generator().manual_seed(cfg.seed)
 
-        data = dataset if dataset is not None else config.data.load()
+        data = dataset if dataset is not None else dataset_from_config(config.data)
         self.vocab: Vocab = data.vocab
         train_idx, _, _ = data.split(config.data.split_seed, config.data.fractions)
         self.train_atoms = data.atoms[train_idx].long()
@@ -138,6 +151,10 @@ class Trainer:
         )
         self.state = TrainState()
         self._stop_reason: str | None = None
+
+    @property
+    def run_dir(self) -> Path:
+        return self.run.path
 
     # ----------------------------------------------------------------------------------- data
     def real_batch(self) -> tuple[Graphs, torch.Tensor]:
@@ -184,8 +201,10 @@ class Trainer:
         self.opt_r.step()
         return {"r_loss": loss.item()}
 
-    def generator_step(self, tau: float) -> dict[str, float]:
+    def generator_step(self, tau: float) -> GeneratorUpdate:
+        """One generator update on the WGAN loss plus, once it is on, the RL term."""
         cfg = self.config.train
+        # Only REINFORCE compares several samples of one noise vector (see train.rl_samples_per_z).
         k = cfg.rl_samples_per_z if cfg.rl_estimator == "reinforce" else 1
         z = self.generator.noise(cfg.batch_size // k, self.rng).repeat_interleave(k, dim=0)
         logits = self.generator(z)
@@ -194,36 +213,10 @@ class Trainer:
         wgan = -self.discriminator(fake.atoms, fake.bonds).mean()
         stats["g_wgan"] = wgan.item()
         rl_on = cfg.lam < 1.0 and self.state.step >= cfg.rl_start_step
+        # The RL estimator scores the batch even while its term is off: the reward is logged.
+        rl = RL_ESTIMATORS[cfg.rl_estimator](self, logits, fake, rl_on)
 
-        if cfg.rl_estimator == "reinforce":
-            # Exact samples at the test-time temperature but without min-p truncation: a truncated
-            # policy never draws a class again once it falls below the cut, so it cannot learn
-            # that the class was good (uniqueness 43% against 64% at step 1000 in a QM9 run).
-            rl_tau = self.config.sampling.temperature
-            atoms, bonds = logits.sample(SamplingSettings("gumbel", rl_tau, 0.0), self.rng)
-            smiles = decode_batch(atoms, bonds, self.vocab)
-            reward = self.reward_fn(smiles)
-            if rl_on:
-                if k > 1:
-                    # Leave-one-out baseline among the k samples of the same z (RLOO): each sample is
-                    # compared with its siblings, so the signal says which choices broke a graph.
-                    groups = reward.view(-1, k)
-                    advantage = ((groups - groups.mean(1, keepdim=True)) * k / (k - 1)).flatten()
-                else:
-                    advantage = reward - reward.mean()
-                rl = -(advantage * logits.log_prob(atoms, bonds, rl_tau)).mean()
-                if cfg.entropy_weight > 0:
-                    rl = rl - cfg.entropy_weight * logits.entropy().mean()
-            reward_graphs = None
-        else:
-            smiles = decode_batch(*fake.indices(), self.vocab)
-            reward = self.reward_fn(smiles)
-            reward_graphs = fake
-            if rl_on:
-                assert self.reward_net is not None
-                rl = -self.reward_net(fake.atoms, fake.bonds).mean()
-
-        loss = cfg.lam * wgan + (1.0 - cfg.lam) * rl if rl_on else wgan
+        loss = cfg.lam * wgan + (1.0 - cfg.lam) * rl.loss if rl.loss is not None else wgan
         if cfg.mode_seeking_weight > 0:
             ms = mode_seeking_ratio(z, logits)
             stats["mode_seeking"] = ms.item()
@@ -232,11 +225,23 @@ class Trainer:
         loss.backward()
         self.opt_g.step()
 
-        if reward_graphs is not None:
-            stats.update(self.reward_step(reward_graphs, reward))
         stats["g_loss"] = loss.item()
-        stats["reward"] = reward.mean().item()
-        stats["batch_valid"] = sum(map(is_connected, smiles)) / len(smiles)
+        stats["reward"] = rl.reward.mean().item()
+        stats["batch_valid"] = sum(map(is_connected, rl.smiles)) / len(rl.smiles)
+        relaxed = Graphs(fake.atoms.detach(), fake.bonds.detach())
+        return GeneratorUpdate(stats, relaxed, rl)
+
+    def train_step(self, tau: float) -> dict[str, float]:
+        """One step of the loop: ``n_critic`` critic updates, one generator update, then (with a
+        reward network) one reward-network update. Returns the statistics of the last of each."""
+        stats: dict[str, float] = {}
+        for _ in range(self.config.train.n_critic):
+            stats = self.critic_step(tau)
+        update = self.generator_step(tau)
+        stats |= update.stats
+        if self.reward_net is not None:
+            # Only the reward_net estimator builds one; its rewards are those of the relaxed graphs.
+            stats |= self.reward_step(update.relaxed, update.rl.reward)
         return stats
 
     # ------------------------------------------------------------------------------ evaluation
@@ -245,7 +250,7 @@ class Trainer:
         """Sample with the configured test-time mode from a fixed seed and score the SMILES."""
         cfg, sampling = self.config.train, self.config.sampling
         self.generator.eval()
-        rng = torch.Generator().manual_seed(cfg.seed + 1_000_003)
+        rng = torch.Generator().manual_seed(cfg.eval_seed)
         results: dict[str, Any] = {}
         logits = self.generator(self.generator.noise(cfg.eval_samples, rng))
         for mode in ("argmax", "gumbel"):
@@ -271,7 +276,8 @@ class Trainer:
             "metrics": metrics or {},
         }
 
-    def save(self, name: str, metrics: dict[str, Any] | None = None, *, full: bool = True) -> Path:
+    def save(self, path: Path, metrics: dict[str, Any] | None = None, *, full: bool = True) -> Path:
+        """Write a checkpoint: with ``full``, everything needed to resume; else the generator only."""
         writer = CheckpointWriter(self.checkpoint_meta(metrics))
         writer.add_module("generator", self.generator)
         if full:
@@ -283,7 +289,7 @@ class Trainer:
                 writer.add_optimizer("reward", self.opt_r)
             writer.add_rng("train", self.rng)
             writer.tensors["rng.global"] = torch.get_rng_state()
-        return writer.write(self.run_dir / name)
+        return writer.write(path)
 
     def restore(self, ckpt: Checkpoint) -> None:
         try:
@@ -332,57 +338,50 @@ class Trainer:
 
     def train(self) -> dict[str, Any]:
         cfg = self.config.train
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        (self.run_dir / "config.yaml").write_text(yaml.safe_dump(self.config.model_dump(mode="json")))
-        metrics_path = self.run_dir / "metrics.jsonl"
+        self.run.path.mkdir(parents=True, exist_ok=True)
+        self.run.config.write_text(yaml.safe_dump(self.config.model_dump(mode="json")))
+        budget_s = cfg.max_minutes * 60 if cfg.max_minutes else None
         started = time.monotonic() - self.state.elapsed_s
-        deadline = started + cfg.max_minutes * 60 if cfg.max_minutes else math.inf
+        deadline = started + budget_s if budget_s else math.inf
         last_eval: dict[str, Any] = {}
-        bar = tqdm(total=cfg.steps, initial=self.state.step, disable=not self.progress, unit="step")
-        with self._graceful_stop(), metrics_path.open("a") as metrics_file:
+        progress = Progress(
+            cfg.steps, budget_s, step=self.state.step, elapsed_s=self.state.elapsed_s, enabled=self.progress
+        )
+        with self._graceful_stop(), self.run.metrics.open("a") as metrics_file:
             while self.state.step < cfg.steps:
                 tau = self.tau()
-                for _ in range(cfg.n_critic):
-                    d_stats = self.critic_step(tau)
-                g_stats = self.generator_step(tau)
+                stats = self.train_step(tau)
                 self.state.step += 1
                 self.state.elapsed_s = time.monotonic() - started
-                bar.update(1)
                 step = self.state.step
+                progress.advance(step, self.state.elapsed_s)
                 if step % cfg.log_every == 0:
                     record = {"step": step, "tau": tau, "elapsed_s": round(self.state.elapsed_s, 2)}
-                    record |= d_stats | g_stats
-                    metrics_file.write(json.dumps(record) + "\n")
-                    bar.set_postfix(
-                        d=f"{d_stats['d_loss']:.2f}",
-                        g=f"{g_stats['g_loss']:.2f}",
-                        valid=f"{last_eval.get('validity', float('nan')):.2f}",
-                        uniq=f"{last_eval.get('uniqueness', float('nan')):.2f}",
-                    )
+                    metrics_file.write(json.dumps(record | stats) + "\n")
+                    progress.show(stats, last_eval)
                 out_of_time = time.monotonic() >= deadline
                 if step % cfg.eval_every == 0 or step == cfg.steps or out_of_time or self._stop_reason:
                     last_eval = self.evaluate()
                     metrics_file.write(json.dumps({"step": step, "eval": last_eval}) + "\n")
                     metrics_file.flush()
                     if cfg.keep_snapshots:
-                        self.save(f"{SNAPSHOTS}/step-{step:07d}.safetensors", last_eval, full=False)
+                        self.save(self.run.snapshot(step), last_eval, full=False)
                     if last_eval["score"] > self.state.best_score:
                         self.state.best_score, self.state.best_step = last_eval["score"], step
-                        self.save(BEST, last_eval, full=False)
+                        self.save(self.run.best, last_eval, full=False)
                 if step % cfg.checkpoint_every == 0 or step == cfg.steps or out_of_time or self._stop_reason:
-                    self.save(LAST, last_eval)
+                    self.save(self.run.last, last_eval)
                 if self._stop_reason or out_of_time:
                     log.info("stopping at step %d (%s)", step, self._stop_reason or "time limit")
                     break
-        bar.close()
+        progress.close()
         return {"step": self.state.step, "stopped_by": self._stop_reason, "last_eval": last_eval}
 
 
 def resume_trainer(run_dir: str | Path, overrides: list[str] | None = None, **kwargs: Any) -> Trainer:
     """A trainer for ``run_dir`` restored from its last checkpoint (same config; ``overrides``
     may change run-length settings such as ``train.steps`` or ``train.max_minutes``)."""
-    run_dir = Path(run_dir)
-    ckpt = load_checkpoint(run_dir / LAST)
+    ckpt = load_checkpoint(RunDir(run_dir).last)
     try:
         config_from_dict(ckpt.meta.get("config"))
     except ConfigError as exc:

@@ -39,9 +39,10 @@ from molgan.api.schemas import (
 )
 from molgan.api.service import Service
 from molgan.api.settings import Settings
+from molgan.chem import is_valid, to_mol
 from molgan.draw import MAX_SIZE, MIN_SIZE, smiles_to_svg
 from molgan.export import write_samples
-from molgan.metrics import is_valid_mol, mol_from_smiles, properties
+from molgan.metrics import properties
 from molgan.sampling import Sample, sample_filtered
 from molgan.sampling_settings import SamplingError
 
@@ -151,10 +152,9 @@ def export_text(smiles: list[str], fmt: ExportFormat) -> str:
     """
     samples = []
     for i, s in enumerate(smiles):
-        mol = mol_from_smiles(s)
-        if mol is None:
+        if to_mol(s) is None:
             raise field_error(("body", "smiles", i), "SMILES does not parse/sanitize", s)
-        samples.append(Sample(s, is_valid_mol(mol)))
+        samples.append(Sample(s, is_valid(s)))
     out = io.StringIO()
     write_samples(samples, out, fmt)
     return out.getvalue()

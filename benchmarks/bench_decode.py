@@ -106,7 +106,7 @@ def main() -> None:
         assert naive_decode(a, b, vocab) == ref, f"naive and batch paths disagree on {name}"
         valid = sum(s is not None for s in ref) / len(ref)
         unique = len({(x.tobytes(), y.tobytes()) for x, y in zip(a, b, strict=True)})
-        memo: dict[bytes, str | None] = {}
+        memo: dict[bytes, tuple[str | None, bool]] = {}
         decode_batch(a, b, vocab, memo=memo)
         r = {
             "naive": rate(lambda a=a, b=b: naive_decode(a, b, vocab), len(a), args.repeats),

@@ -8,8 +8,12 @@ A molecule is a pair of integer tensors over ``N = vocab.max_atoms`` slots:
 
 Hydrogens are implicit and aromatic rings are stored kekulized, so RDKit recomputes both
 when a graph is decoded. Graphs carry no stereochemistry, therefore every SMILES this module
-returns is canonical *non-isomeric* SMILES (:func:`canonical` and :func:`decode` share that
-convention, so comparing their outputs is meaningful).
+returns is canonical *non-isomeric* SMILES (:func:`canonical_smiles` and :func:`decode` share
+that convention, so comparing their outputs is meaningful).
+
+This module is also the one place that says what a SMILES means: :func:`to_mol` reads one,
+:func:`canonical_smiles` names it, and :func:`is_valid` says whether it is *strictly valid*:
+RDKit sanitizes it without clean-up repairs AND it is one connected fragment.
 
 Decoding is honest: a graph that RDKit refuses to sanitize decodes to ``None``; no valence
 repair or hydrogen fixing happens here. RDKit's sanitization "cleanup" step is skipped for the
@@ -26,8 +30,7 @@ Skip reasons raised by :func:`encode` (``EncodeError.reason``): ``unparseable``,
 from __future__ import annotations
 
 import re
-from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
@@ -170,15 +173,53 @@ class Vocab:
         return cls(atoms=tuple(atoms), max_atoms=d["max_atoms"], bonds=tuple(bonds))
 
 
-# --------------------------------------------------------------------------- SMILES helpers
+# --------------------------------------------------------------------------- SMILES and validity
+
+
+def _read(smiles: str | None, repair: bool) -> Chem.Mol | None:
+    """Parse and sanitize ``smiles`` (with RDKit's clean-up when ``repair``); None unless that
+    succeeds with at least one atom."""
+    if smiles is None:
+        return None
+    if not isinstance(smiles, str):
+        raise TypeError(f"expected a SMILES string or None, got {type(smiles).__name__}")
+    with rdBase.BlockLogs():  # bad input is expected and reported by the caller
+        if repair:
+            mol = Chem.MolFromSmiles(smiles)
+        else:
+            mol = Chem.MolFromSmiles(smiles, sanitize=False)
+            if mol is None or Chem.SanitizeMol(mol, SANITIZE_OPS, catchErrors=True) != _SANITIZE_OK:
+                return None
+            # Hydrogen atoms become H counts, as MolFromSmiles does after sanitizing:
+            # "[H]C([H])([H])[H]" is methane, "C". Only a SMILES with an "H" can have any.
+            if "H" in smiles and any(atom.GetAtomicNum() == 1 for atom in mol.GetAtoms()):
+                mol = Chem.RemoveHs(mol, sanitize=False)
+                # RemoveHs drops the ring information that sanitizing computed: redo it.
+                if Chem.SanitizeMol(mol, SANITIZE_OPS, catchErrors=True) != _SANITIZE_OK:
+                    return None
+    return mol if mol is not None and mol.GetNumAtoms() > 0 else None
 
 
 def to_mol(smiles: str | None) -> Chem.Mol | None:
-    """Sanitized RDKit molecule from SMILES, or None."""
-    if not smiles or not isinstance(smiles, str):
-        return None
-    with rdBase.BlockLogs():  # bad input is expected and reported by the caller
-        return Chem.MolFromSmiles(smiles)
+    """The molecule a SMILES names, read as RDKit reads it by default; None if it does not.
+
+    RDKit's clean-up is part of that reading: it rewrites hypervalent spellings into
+    charge-separated ones (``CN(=O)=O`` is read as ``C[N+](=O)[O-]``; QM9 spells 139 nitro
+    groups that way). That suits molecules someone wrote down (datasets, canonical names,
+    pictures); a generated sample is judged by :func:`sanitized_mol` instead, which repairs
+    nothing. None also for no atoms; TypeError for a non-string.
+    """
+    return _read(smiles, repair=True)
+
+
+def sanitized_mol(smiles: str | None) -> Chem.Mol | None:
+    """The molecule of a SMILES exactly as written, or None if RDKit will not sanitize it.
+
+    Sanitized like a decoded graph (``SANITIZE_OPS``: no clean-up repairs), so a sample keeps
+    the verdict its graph got from :func:`decode`. None also for no atoms; TypeError for a
+    non-string.
+    """
+    return _read(smiles, repair=False)
 
 
 def mol_to_smiles(mol: Chem.Mol) -> str:
@@ -186,37 +227,44 @@ def mol_to_smiles(mol: Chem.Mol) -> str:
     return Chem.MolToSmiles(mol, isomericSmiles=False)
 
 
-def canonical(smiles: str) -> str | None:
-    """Canonical non-isomeric SMILES, or None if RDKit cannot parse/sanitize ``smiles``."""
+def canonical_smiles(smiles: str | None) -> str | None:
+    """Canonical non-isomeric SMILES of what :func:`to_mol` reads, or None if it reads nothing.
+
+    On a strictly valid SMILES this equals ``mol_to_smiles(sanitized_mol(smiles))``: the
+    clean-up only rewrites groups that fail sanitization without it.
+    """
     mol = to_mol(smiles)
-    if mol is None or mol.GetNumAtoms() == 0:
-        return None
-    return mol_to_smiles(mol)
+    return None if mol is None else mol_to_smiles(mol)
 
 
-def is_connected(smiles: str | None) -> bool:
-    """True for a valid, single-fragment SMILES."""
-    return bool(smiles) and "." not in smiles
+def is_valid_mol(mol: Chem.Mol | None) -> bool:
+    """Strict validity of a molecule from :func:`sanitized_mol` (None: did not sanitize).
+
+    Strictly valid = sanitizes without repairs AND is one connected fragment. Fragments are
+    counted on the graph, not by a "." in the SMILES: ``C1.C1`` is one molecule (ethane).
+    """
+    return mol is not None and len(Chem.GetMolFrags(mol)) == 1
+
+
+def is_valid(smiles: str | None) -> bool:
+    """Strict validity of a SMILES (see :func:`is_valid_mol`); TypeError for a non-string."""
+    return is_valid_mol(sanitized_mol(smiles))
+
+
+def is_valid_loose(smiles: str | None) -> bool:
+    """Loose validity (the MolGAN paper's): sanitizes without repairs; fragments allowed."""
+    return sanitized_mol(smiles) is not None
 
 
 # --------------------------------------------------------------------------- vocabulary
 
 
-def build_vocab(mols: Iterable[Chem.Mol], max_atoms: int) -> Vocab:
-    """Vocabulary of the atom labels found in ``mols``.
-
-    Order: padding, then C, N, O, F when present, then the rest by decreasing frequency and
-    name -- deterministic for a given set of molecules.
-    """
-    counts: Counter[str] = Counter()
-    for mol in mols:
-        if mol is None:
-            continue
-        counts.update(atom_label(a) for a in mol.GetAtoms() if a.GetAtomicNum() > 1)
-    return vocab_from_counts(counts, max_atoms)
-
-
 def vocab_from_counts(counts: Mapping[str, int], max_atoms: int) -> Vocab:
+    """Vocabulary of the atom labels counted in ``counts`` (label -> number of atoms).
+
+    Order: padding, then C, N, O, F when present, then the rest by decreasing count and
+    name -- deterministic for given counts.
+    """
     if not counts:
         raise ValueError("cannot build a vocabulary from zero atoms")
     first = [label for label in _PREFERRED_ORDER if counts.get(label, 0) > 0]
@@ -354,11 +402,12 @@ def _tables(vocab: Vocab) -> _DecodeTables:
     return tab
 
 
-def _smiles_from_parts(
+def _mol_from_parts(
     atom_ids: list[int], rows: list[int], cols: list[int], vals: list[int],
     templates: Sequence[Chem.Atom | None],
-) -> str | None:
-    """Canonical SMILES from compact atom ids and bonds (rows[k], cols[k], order vals[k])."""
+) -> Chem.Mol | None:
+    """Sanitized molecule from compact atom ids and bonds (rows[k], cols[k], order vals[k]),
+    or None if RDKit will not sanitize it."""
     mol = Chem.RWMol()
     for k in atom_ids:
         mol.AddAtom(templates[k])
@@ -366,7 +415,7 @@ def _smiles_from_parts(
         mol.AddBond(i, j, _RDKIT_BONDS[b])
     if Chem.SanitizeMol(mol, SANITIZE_OPS, catchErrors=True) != _SANITIZE_OK:
         return None
-    return mol_to_smiles(mol)
+    return mol
 
 
 def _validate_graph(atoms: np.ndarray, bonds: np.ndarray, vocab: Vocab) -> None:
@@ -401,8 +450,9 @@ def decode(
     sub = np.triu(b[np.ix_(present, present)].astype(np.int64), k=1)
     rows, cols = np.nonzero(sub)
     with rdBase.BlockLogs():
-        return _smiles_from_parts(a[present].tolist(), rows.tolist(), cols.tolist(),
-                                  sub[rows, cols].tolist(), _tables(vocab).templates)
+        mol = _mol_from_parts(a[present].tolist(), rows.tolist(), cols.tolist(),
+                              sub[rows, cols].tolist(), _tables(vocab).templates)
+    return None if mol is None else mol_to_smiles(mol)
 
 
 def decode_batch(
@@ -410,24 +460,43 @@ def decode_batch(
     bonds: torch.Tensor | np.ndarray,
     vocab: Vocab,
     *,
-    memo: dict[bytes, str | None] | None = None,
+    memo: dict[bytes, tuple[str | None, bool]] | None = None,
 ) -> list[str | None]:
     """Decode a batch: atoms (B, N), bonds (B, N, N) -> B canonical SMILES or None.
 
-    Same result as ``[decode(atoms[i], bonds[i], vocab) ...]``, faster: bonds are extracted
-    for the whole batch with numpy, graphs with an atom over its valence limit are rejected
-    without RDKit, and identical graphs (after dropping bonds to absent atoms) are decoded
-    once per call. ``memo`` maps graph bytes to results; pass the same dict across calls to
-    make repeated graphs free (it grows without bound: the caller owns its lifetime).
+    Same result as ``[decode(atoms[i], bonds[i], vocab) ...]``, faster; see
+    :func:`decode_and_validate`, which also says which graphs are strictly valid.
+    """
+    return decode_and_validate(atoms, bonds, vocab, memo=memo)[0]
+
+
+def decode_and_validate(
+    atoms: torch.Tensor | np.ndarray,
+    bonds: torch.Tensor | np.ndarray,
+    vocab: Vocab,
+    *,
+    memo: dict[bytes, tuple[str | None, bool]] | None = None,
+) -> tuple[list[str | None], list[bool]]:
+    """Decode a batch: atoms (B, N), bonds (B, N, N) -> B canonical SMILES (or None) and B
+    strict validity flags (:func:`is_valid_mol` of each decoded molecule).
+
+    The SMILES are those of :func:`decode`, found faster: bonds are extracted for the whole
+    batch with numpy, graphs with an atom over its valence limit are rejected without RDKit,
+    and identical graphs (after dropping bonds to absent atoms) are decoded once per call.
+    Validity is read off the molecule the decoder built, so a sample is never parsed twice.
+    ``memo`` maps graph bytes to results; pass the same dict across calls to make repeated
+    graphs free (it grows without bound: the caller owns its lifetime).
     """
     a = _as_numpy(atoms)
     b = _as_numpy(bonds)
     if a.ndim != 2 or b.ndim != 3 or b.shape[0] != a.shape[0]:
-        raise ValueError(f"decode_batch expects (B, N) and (B, N, N), got {a.shape}, {b.shape}")
+        raise ValueError(f"batch decoding expects atoms (B, N) and bonds (B, N, N), got {a.shape}, {b.shape}")
     _validate_graph(a, b, vocab)
     count, n = a.shape
+    smiles: list[str | None] = [None] * count
+    valid = [False] * count
     if count == 0:
-        return []
+        return smiles, valid
     tab = _tables(vocab)
     a8 = a.astype(np.uint8, copy=False)
     present = a8 != ATOM_NONE
@@ -437,10 +506,9 @@ def decode_batch(
     valence = ub.sum(axis=2, dtype=np.int16) + ub.sum(axis=1, dtype=np.int16)  # (B, N)
     feasible = present.any(axis=1) & ~(valence > tab.max_valence[a8]).any(axis=1)
 
-    results: list[str | None] = [None] * count
     cand = np.flatnonzero(feasible)
     if cand.size == 0:
-        return results
+        return smiles, valid
     memo = {} if memo is None else memo
     keys = np.concatenate([a8[cand], ub[cand].reshape(cand.size, -1)], axis=1)
     todo: list[int] = []  # batch rows to decode, one per distinct unseen graph
@@ -448,7 +516,7 @@ def decode_batch(
     pending: dict[bytes, list[int]] = {}
     for r, key in zip(cand.tolist(), map(bytes, keys), strict=True):
         if key in memo:
-            results[r] = memo[key]
+            smiles[r], valid[r] = memo[key]
         elif key in pending:
             pending[key].append(r)
         else:
@@ -456,7 +524,7 @@ def decode_batch(
             todo.append(r)
             todo_keys.append(key)
     if not todo:
-        return results
+        return smiles, valid
 
     sel = np.asarray(todo)
     sub_present = present[sel]
@@ -471,9 +539,10 @@ def decode_batch(
     with rdBase.BlockLogs():
         for t, key in enumerate(todo_keys):
             lo, hi = bounds[t], bounds[t + 1]
-            smi = _smiles_from_parts([k for k in atom_rows[t] if k], ci[lo:hi], cj[lo:hi],
-                                     vals[lo:hi], templates)
-            memo[key] = smi
+            mol = _mol_from_parts([k for k in atom_rows[t] if k], ci[lo:hi], cj[lo:hi],
+                                  vals[lo:hi], templates)
+            result = (None if mol is None else mol_to_smiles(mol), is_valid_mol(mol))
+            memo[key] = result
             for r in pending[key]:
-                results[r] = smi
-    return results
+                smiles[r], valid[r] = result
+    return smiles, valid

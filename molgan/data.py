@@ -356,14 +356,6 @@ class MolDataset:
         n_valid = min(round(m * fractions[1]), m - n_train)
         return (perm[:n_train], perm[n_train:n_train + n_valid], perm[n_train + n_valid:])
 
-    def subset(self, idx: torch.Tensor | Sequence[int]) -> MolDataset:
-        index = torch.as_tensor(idx, dtype=torch.long)
-        return MolDataset(
-            atoms=self.atoms[index], bonds=self.bonds[index],
-            smiles=[self.smiles[i] for i in index.tolist()], vocab=self.vocab,
-            report=self.report, source=self.source, cache_hit=self.cache_hit,
-        )
-
 
 def qm9_path() -> Path:
     """The bundled QM9 SMILES file (shipped as package data)."""

@@ -1,6 +1,7 @@
 """Pictures of molecules from SMILES: one SVG, or a PNG grid of samples.
 
-Anything that sanitizes is drawn, fragments included (a bag of fragments is worth seeing).
+Anything :func:`molgan.chem.to_mol` reads is drawn, fragments included (a bag of fragments is
+worth seeing).
 """
 
 from __future__ import annotations
@@ -12,8 +13,8 @@ from pathlib import Path
 from rdkit import Chem, Geometry
 from rdkit.Chem.Draw import rdMolDraw2D
 
+from molgan.chem import to_mol
 from molgan.files import atomic_write
-from molgan.metrics import mol_from_smiles
 
 __all__ = ["MAX_SIZE", "MIN_SIZE", "grid_png", "smiles_to_svg"]
 
@@ -38,7 +39,7 @@ def smiles_to_svg(smiles: str, width: int = 250, height: int = 200) -> str:
     """
     _check_size("width", width)
     _check_size("height", height)
-    mol = mol_from_smiles(smiles)
+    mol = to_mol(smiles)
     if mol is None:
         raise ValueError(f"SMILES does not parse/sanitize: {smiles!r}")
     drawer = rdMolDraw2D.MolDraw2DSVG(width, height)
@@ -80,7 +81,7 @@ def grid_png(
     labels: list[str] = []
     invalid: dict[int, str] = {}
     for k, s in enumerate(smiles):
-        mol = mol_from_smiles(s)
+        mol = to_mol(s)
         given = None if legends is None else str(legends[k])
         if mol is None:
             mols.append(Chem.Mol())  # drawn as an empty cell

@@ -11,6 +11,7 @@ from typing import Literal, TextIO
 from rdkit import Chem
 from rdkit.Chem import AllChem
 
+from molgan.chem import to_mol
 from molgan.metrics import properties
 from molgan.sampling import Sample
 
@@ -56,7 +57,7 @@ def write_samples(samples: Sequence[Sample], out: TextIO, fmt: OutputFormat) -> 
         for s in kept:
             if not s.valid:
                 continue
-            mol = Chem.MolFromSmiles(s.smiles)
+            mol = to_mol(s.smiles)
             AllChem.Compute2DCoords(mol)
             mol.SetProp("_Name", s.smiles)
             writer.write(mol)

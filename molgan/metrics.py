@@ -1,13 +1,13 @@
 """Sample-quality metrics computed from SMILES strings.
 
 Samples are SMILES strings, or ``None`` for a graph that did not sanitize. Generated SMILES are
-canonical non-isomeric RDKit SMILES (``Chem.MolToSmiles(mol, isomericSmiles=False)``); reference
-sets must be canonicalised the same way (:func:`canonical_smiles`) so that string equality means
-"same molecule".
+canonical non-isomeric RDKit SMILES; reference sets must be canonicalised the same way
+(:func:`molgan.chem.canonical_smiles`) so that string equality means "same molecule".
 
-A molecule is *valid* (strict) when its SMILES parses and sanitizes in RDKit, has at least one
-atom AND is one connected fragment. It is *loosely valid* when it parses and sanitizes with at
-least one atom, fragments allowed (the definition of the original MolGAN paper).
+Validity is :mod:`molgan.chem`'s: a molecule is *valid* (strict) when RDKit sanitizes it without
+clean-up repairs, it has at least one atom AND it is one connected fragment. It is *loosely
+valid* when it sanitizes with at least one atom, fragments allowed (the definition of the
+original MolGAN paper).
 
 Definitions, for ``n`` samples:
 
@@ -40,20 +40,17 @@ from types import ModuleType
 from typing import Any
 
 import numpy as np
-from rdkit import Chem, RDConfig, rdBase
+from rdkit import Chem, RDConfig
 from rdkit.Chem import QED, Crippen, Descriptors, rdFingerprintGenerator
+
+from molgan.chem import canonical_smiles, is_valid_mol, mol_to_smiles, sanitized_mol, to_mol
 
 __all__ = [
     "SampleMetrics",
-    "canonical_smiles",
     "evaluate_smiles",
     "frechet_chemnet_distance",
     "frechet_distance",
     "internal_diversity",
-    "is_valid",
-    "is_valid_loose",
-    "is_valid_mol",
-    "mol_from_smiles",
     "properties",
     "sa_score",
 ]
@@ -61,48 +58,6 @@ __all__ = [
 FINGERPRINT_RADIUS = 2
 FINGERPRINT_BITS = 2048
 _FCD_INSTALL_HINT = "FCD needs the optional 'fcd' package: pip install 'molgan[fcd]'"
-
-
-def mol_from_smiles(smiles: str | None) -> Chem.Mol | None:
-    """Sanitized molecule with at least one atom, or None (RDKit's error log is silenced).
-
-    Raises TypeError for anything but a string or None.
-    """
-    if smiles is None:
-        return None
-    if not isinstance(smiles, str):
-        raise TypeError(f"expected a SMILES string or None, got {type(smiles).__name__}")
-    with rdBase.BlockLogs():
-        mol = Chem.MolFromSmiles(smiles)
-    if mol is None or mol.GetNumAtoms() == 0:
-        return None
-    return mol
-
-
-def _is_connected(mol: Chem.Mol) -> bool:
-    # Counting fragments on the graph, not "." in the string: "C1.C1" is one molecule (ethane).
-    return len(Chem.GetMolFrags(mol)) == 1
-
-
-def is_valid_mol(mol: Chem.Mol | None) -> bool:
-    """Strict validity of a molecule from :func:`mol_from_smiles` (None = did not sanitize)."""
-    return mol is not None and _is_connected(mol)
-
-
-def is_valid(smiles: str | None) -> bool:
-    """Strict validity: sanitizes, has atoms and is one connected fragment."""
-    return is_valid_mol(mol_from_smiles(smiles))
-
-
-def is_valid_loose(smiles: str | None) -> bool:
-    """Loose validity (original MolGAN): sanitizes and has atoms; fragments allowed."""
-    return mol_from_smiles(smiles) is not None
-
-
-def canonical_smiles(smiles: str | None) -> str | None:
-    """Canonical non-isomeric RDKit SMILES, or None if ``smiles`` does not sanitize."""
-    mol = mol_from_smiles(smiles)
-    return None if mol is None else Chem.MolToSmiles(mol, isomericSmiles=False)
 
 
 @functools.cache
@@ -139,7 +94,7 @@ def properties(smiles: str) -> dict[str, float]:
 
     Raises ValueError when ``smiles`` does not parse and sanitize.
     """
-    mol = mol_from_smiles(smiles)
+    mol = to_mol(smiles)
     if mol is None:
         raise ValueError(f"SMILES does not parse/sanitize: {smiles!r}")
     return _mol_properties(mol)
@@ -203,7 +158,7 @@ def internal_diversity(
     """
     mols = []
     for s in smiles:
-        mol = mol_from_smiles(s)
+        mol = to_mol(s)
         if mol is None:
             raise ValueError(f"SMILES does not parse/sanitize: {s!r}")
         mols.append(mol)
@@ -362,11 +317,11 @@ def evaluate_smiles(
             continue
         entry = parsed.get(s)
         if entry is None:
-            mol = mol_from_smiles(s)
+            mol = sanitized_mol(s)
             if mol is None:
                 entry = (None, None, False)
-            elif _is_connected(mol):
-                entry = (mol, Chem.MolToSmiles(mol, isomericSmiles=False), True)
+            elif is_valid_mol(mol):
+                entry = (mol, mol_to_smiles(mol), True)
             else:
                 entry = (mol, None, False)  # fragments only count towards validity_loose
             parsed[s] = entry

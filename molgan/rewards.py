@@ -1,6 +1,6 @@
 """Non-differentiable rewards for generated SMILES, in [0, 1], for the RL part of training.
 
-Components, each in [0, 1] for a strictly valid molecule (see :mod:`molgan.metrics`):
+Components, each in [0, 1] for a strictly valid molecule (:func:`molgan.chem.is_valid`):
 
 - ``validity``: 1.
 - ``qed``: RDKit's QED as is.
@@ -15,7 +15,8 @@ Components, each in [0, 1] for a strictly valid molecule (see :mod:`molgan.metri
 - ``uniqueness``: 1 / (occurrences of the same SMILES in this batch plus in a rolling memory of
   the last ``memory_size`` valid SMILES this reward function scored).
 
-The reward of a strictly invalid sample (``None``, does not sanitize, or several fragments) is 0.
+The reward of a strictly invalid sample (``None``, does not sanitize without repairs, or several
+fragments) is 0.
 The reward of a valid one is the weighted mean of its components with the configured weights.
 SMILES are compared as strings: pass canonical SMILES, as the generator's decoder produces.
 """
@@ -31,7 +32,8 @@ import torch
 from rdkit import Chem
 from rdkit.Chem import QED, Crippen
 
-from molgan.metrics import is_valid_mol, mol_from_smiles, sa_score
+from molgan.chem import is_valid_mol, sanitized_mol
+from molgan.metrics import sa_score
 
 __all__ = [
     "LOGP_RANGE",
@@ -61,7 +63,7 @@ def _scale(value: float, low: float, high: float) -> float:
 @functools.lru_cache(maxsize=_PARSED_CACHE_SIZE)
 def _parsed(smiles: str) -> Chem.Mol | None:
     # Validity and each component of a new molecule share one parse.
-    return mol_from_smiles(smiles)
+    return sanitized_mol(smiles)
 
 
 @functools.lru_cache(maxsize=SCORES_CACHE_SIZE)
@@ -91,7 +93,7 @@ def normalized_scores(
 
     The maps are in the module docstring. Each score is cached per (component, SMILES) string
     (least recently used, ``SCORES_CACHE_SIZE`` entries), so a repeated molecule costs a
-    dictionary look-up. Raises ValueError when ``smiles`` does not sanitize.
+    dictionary look-up. Raises ValueError when ``smiles`` does not sanitize (without repairs).
     """
     return {c: _component_score(c, smiles) for c in components}
 
@@ -141,11 +143,6 @@ class RewardFunction:
 
     def __repr__(self) -> str:
         return f"RewardFunction(weights={self.weights}, memory_size={self.memory_size})"
-
-    @staticmethod
-    def cache_info() -> functools._CacheInfo:
-        """Statistics of the shared :func:`normalized_scores` cache."""
-        return scores_cache_info()
 
     def __call__(self, smiles: Sequence[str | None]) -> torch.Tensor:
         """(B,) float32 rewards in [0, 1] for B samples (None = did not sanitize)."""

@@ -21,7 +21,7 @@ from molgan.checkpoint import (
     load_checkpoint,
     load_state,
 )
-from molgan.chem import Vocab, decode_batch, is_connected
+from molgan.chem import Vocab, decode_and_validate
 from molgan.config import Config, ConfigError, config_from_dict
 from molgan.models import Generator, build_generator
 from molgan.sampling_settings import SamplingMode, SamplingSettings
@@ -113,8 +113,8 @@ class MoleculeSampler:
     ) -> list[Sample]:
         """n raw samples in order, decoded to canonical SMILES (``settings`` as in ``graphs``)."""
         atoms, bonds = self.graphs(n, seed=seed, settings=settings)
-        smiles = decode_batch(atoms, bonds, self.vocab)
-        return [Sample(s, is_connected(s)) for s in smiles]
+        smiles, valid = decode_and_validate(atoms, bonds, self.vocab)
+        return [Sample(s, v) for s, v in zip(smiles, valid, strict=True)]
 
     def describe(self) -> dict[str, Any]:
         """JSON-safe summary: name, step, vocabulary, default sampling, evaluation metrics."""

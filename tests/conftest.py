@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -33,6 +34,15 @@ def qm9_vocab() -> Vocab:
 def qm9_smiles() -> list[str]:
     """The raw SMILES of the bundled QM9 file, in file order."""
     return read_smiles(qm9_path())
+
+
+@pytest.fixture
+def set_umask() -> Iterator[Callable[[int], int]]:
+    """``set_umask(0o027)``: the rest of the test runs under that umask; the old one comes back."""
+    old = os.umask(0o022)
+    os.umask(old)
+    yield os.umask
+    os.umask(old)
 
 
 # --------------------------------------------------------------------------- models and training

@@ -26,8 +26,9 @@ from molgan.api.deps import loaded_service
 from molgan.api.schemas import GenerateResponse
 from molgan.api.settings import Settings, get_settings
 from molgan.checkpoint import CheckpointError
+from molgan.chem import is_valid
 from molgan.config import load_config
-from molgan.metrics import is_valid, properties
+from molgan.metrics import properties
 from molgan.sampling import MoleculeSampler, sample_filtered
 from tests.api_support import write_template_checkpoint
 from tests.conftest import DEBUG_CONFIG

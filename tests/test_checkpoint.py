@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import shutil
+import stat
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,8 @@ from molgan.checkpoint import (
     load_state,
 )
 from molgan.sampling import MoleculeSampler
-from molgan.training.trainer import BEST, LAST, resume_trainer
+from molgan.training.run_dir import BEST, LAST, RunDir
+from molgan.training.trainer import Trainer, resume_trainer
 
 
 def small_net(seed: int) -> nn.Module:
@@ -130,6 +132,35 @@ def test_atomic_write_leaves_only_the_file(tmp_path: Path) -> None:
         writer.write(path)
     assert [p.name for p in tmp_path.iterdir()] == ["c.safetensors"]
     assert load_checkpoint(path).meta["step"] == 2
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_checkpoints_are_readable_by_others(tmp_path: Path, set_umask: Callable[[int], int]) -> None:
+    # The README's promise: 0644 under the usual umask 022, so another user (a container) can
+    # read them. safetensors replaces the file it is given with a private one of its own.
+    set_umask(0o022)
+    path = tmp_path / "c.safetensors"
+    for step in (1, 2):  # a new file, then one written over an existing file
+        writer = CheckpointWriter({"step": step})
+        writer.add_module("net", small_net(step))
+        assert mode(writer.write(path)) == 0o644
+    set_umask(0o027)  # a stricter umask is honoured, as for any new file
+    assert mode(writer.write(path)) == 0o640
+
+
+def test_training_run_checkpoints_are_readable_by_others(
+    tmp_path: Path, debug_config: Callable, set_umask: Callable[[int], int]
+) -> None:
+    set_umask(0o022)
+    run_dir = tmp_path / "run"
+    Trainer(debug_config("train.steps=20", "train.keep_snapshots=true"), run_dir, progress=False).train()
+    snapshots = [path for _, path in RunDir(run_dir).snapshots()]
+    assert len(snapshots) == 2  # every evaluation: step 15 (eval_every) and the last step
+    for path in [run_dir / LAST, run_dir / BEST, *snapshots]:
+        assert mode(path) == 0o644, path.name
 
 
 def test_failed_write_removes_its_temporary_file(tmp_path: Path) -> None:

@@ -14,13 +14,19 @@ from molgan.chem import (
     EncodeError,
     Vocab,
     atom_label,
-    build_vocab,
-    canonical,
+    canonical_smiles,
     decode,
+    decode_and_validate,
     decode_batch,
     encode,
-    is_connected,
+    is_valid,
+    is_valid_loose,
+    is_valid_mol,
+    mol_to_smiles,
     parse_label,
+    sanitized_mol,
+    to_mol,
+    vocab_from_counts,
 )
 from tests.conftest import QM9_ATOMS
 
@@ -52,7 +58,7 @@ def test_qm9_round_trip_on_seeded_sample(qm9_smiles: list[str], qm9_vocab: Vocab
         a, b = encode(s, qm9_vocab)
         atoms.append(a)
         bonds.append(b)
-        expected.append(canonical(s))
+        expected.append(canonical_smiles(s))
     decoded = decode_batch(torch.stack(atoms), torch.stack(bonds), qm9_vocab)
     agree = sum(d == e for d, e in zip(decoded, expected, strict=True))
     assert agree / len(sample) >= 0.999, [
@@ -65,7 +71,7 @@ def test_qm9_round_trip_on_seeded_sample(qm9_smiles: list[str], qm9_vocab: Vocab
 ])
 def test_single_round_trip(smiles: str, qm9_vocab: Vocab) -> None:
     a, b = encode(smiles, qm9_vocab)
-    assert decode(a, b, qm9_vocab) == canonical(smiles)
+    assert decode(a, b, qm9_vocab) == canonical_smiles(smiles)
 
 
 # --------------------------------------------------------------------------- encode
@@ -161,7 +167,7 @@ def test_decode_invalid_valence_is_none(qm9_vocab: Vocab) -> None:
     a, b = _graph(qm9_vocab, ["C", "N", "O", "O"], {(0, 1): 1, (1, 2): 2, (1, 3): 2})
     assert decode(a, b, qm9_vocab) is None
     a, b = _graph(qm9_vocab, ["C", "N+", "O", "O-"], {(0, 1): 1, (1, 2): 2, (1, 3): 1})
-    assert decode(a, b, qm9_vocab) == canonical("C[N+](=O)[O-]")
+    assert decode(a, b, qm9_vocab) == canonical_smiles("C[N+](=O)[O-]")
 
 
 def test_decode_disconnected_and_empty(qm9_vocab: Vocab) -> None:
@@ -169,16 +175,15 @@ def test_decode_disconnected_and_empty(qm9_vocab: Vocab) -> None:
     smi = decode(a, b, qm9_vocab)
     assert smi is not None and "." in smi
     assert sorted(smi.split(".")) == ["CC", "N", "O"]
-    assert not is_connected(smi)
-    assert is_connected(decode(*_graph(qm9_vocab, ["C", "O"], {(0, 1): 1}), qm9_vocab))
-    assert not is_connected(None)
+    assert is_valid_loose(smi) and not is_valid(smi)
+    assert is_valid(decode(*_graph(qm9_vocab, ["C", "O"], {(0, 1): 1}), qm9_vocab))
     assert decode(np.zeros(9, np.int64), np.ones((9, 9), np.int64), qm9_vocab) is None
 
 
 def test_decode_charges_from_labels(qm9_vocab: Vocab) -> None:
     a, b = _graph(qm9_vocab, ["N+", "C", "C", "O-", "O"],
                   {(0, 1): 1, (1, 2): 1, (2, 3): 1, (2, 4): 2})
-    assert decode(a, b, qm9_vocab) == canonical("[NH3+]CC([O-])=O")
+    assert decode(a, b, qm9_vocab) == canonical_smiles("[NH3+]CC([O-])=O")
 
 
 def test_decode_rejects_malformed_input(qm9_vocab: Vocab) -> None:
@@ -252,11 +257,28 @@ def test_decode_batch_memo_and_duplicates(qm9_vocab: Vocab) -> None:
     b2[0, 7] = b2[7, 0] = 2  # only a bond to an absent atom differs
     atoms = np.stack([a, a2, a, np.zeros_like(a)])
     bonds = np.stack([b, b2, b, b])
-    memo: dict[bytes, str | None] = {}
+    memo: dict[bytes, tuple[str | None, bool]] = {}
     assert decode_batch(atoms, bonds, qm9_vocab, memo=memo) == ["CCO", "CCO", "CCO", None]
-    assert len(memo) == 1  # one distinct graph was decoded
+    assert list(memo.values()) == [("CCO", True)]  # one distinct graph was decoded
     assert decode_batch(atoms[:1], bonds[:1], qm9_vocab, memo=memo) == ["CCO"]
     assert decode_batch(atoms[:0], bonds[:0], qm9_vocab) == []
+    assert decode_and_validate(atoms[:0], bonds[:0], qm9_vocab) == ([], [])
+
+
+def test_decoded_validity_is_strict_validity(qm9_smiles: list[str], qm9_vocab: Vocab) -> None:
+    # QM9 graphs with one bond changed in most of them: removed bonds leave fragments, added
+    # ones over-valent atoms, so valid, fragmented and unsanitizable graphs all occur.
+    rng = np.random.default_rng(5)
+    graphs = [encode(qm9_smiles[i], qm9_vocab) for i in rng.choice(len(qm9_smiles), 1000)]
+    atoms = torch.stack([g[0] for g in graphs])
+    bonds = torch.stack([g[1] for g in graphs])
+    for k in range(0, len(graphs), 4):
+        bonds[k:k + 3, 0, 1] = bonds[k:k + 3, 1, 0] = torch.tensor([0, 2, 3])
+    smiles, valid = decode_and_validate(atoms, bonds, qm9_vocab)
+    assert smiles == decode_batch(atoms, bonds, qm9_vocab)
+    assert valid == [s is not None and is_valid(s) for s in smiles]
+    kinds = {(s is None, v) for s, v in zip(smiles, valid, strict=True)}
+    assert kinds == {(False, True), (False, False), (True, False)}
 
 
 # --------------------------------------------------------------------------- vocab
@@ -292,14 +314,14 @@ def test_vocab_from_dict_rejects_bad_input(bad: object, match: str) -> None:
         Vocab.from_dict(bad)  # type: ignore[arg-type]
 
 
-def test_build_vocab_order() -> None:
-    mols = [Chem.MolFromSmiles(s) for s in ["CCCl", "ClCCl", "[NH3+]CC(=O)[O-]", "S", "CF"]]
-    vocab = build_vocab(mols, max_atoms=5)
+def test_vocab_from_counts_order() -> None:
+    vocab = vocab_from_counts({"Cl": 3, "C": 5, "S": 1, "O-": 1, "N+": 1, "F": 1, "O": 2},
+                              max_atoms=5)
     # C, N, O, F first when present; then by count (Cl 3) and name (N+, O-, S: one each).
     assert vocab.atoms == ("*", "C", "O", "F", "Cl", "N+", "O-", "S")
     assert vocab.max_atoms == 5
-    with pytest.raises(ValueError):
-        build_vocab([], max_atoms=5)
+    with pytest.raises(ValueError, match="zero atoms"):
+        vocab_from_counts({}, max_atoms=5)
 
 
 def test_atom_labels_and_parsing() -> None:
@@ -311,12 +333,55 @@ def test_atom_labels_and_parsing() -> None:
     assert parse_label("Cl") == (17, 0)
 
 
-# --------------------------------------------------------------------------- SMILES helpers
+# --------------------------------------------------------------------------- SMILES and validity
 
 
-def test_canonical_convention() -> None:
-    assert canonical("C1=CC=CC=C1") == canonical("c1ccccc1") == "c1ccccc1"
-    assert canonical("C[C@H](N)O") == canonical("CC(N)O")  # stereo is dropped
-    assert canonical("OCC") == "CCO"
-    assert canonical("C1CC") is None
-    assert canonical("") is None
+@pytest.mark.parametrize(("smiles", "canonical", "strict", "loose"), [
+    ("OCC", "CCO", True, True),
+    ("c1ccccc1", "c1ccccc1", True, True),  # aromatic
+    ("C1=CC=CC=C1", "c1ccccc1", True, True),  # kekulized spelling of the same molecule
+    ("C[C@H](N)O", "CC(N)O", True, True),  # stereo is dropped
+    ("[NH3+]CC([O-])=O", "[NH3+]CC(=O)[O-]", True, True),  # charged, zwitterion
+    ("C[N+](=O)[O-]", "C[N+](=O)[O-]", True, True),  # charge-separated nitro
+    ("[H]C([H])([H])[H]", "C", True, True),  # explicit hydrogens are not atoms
+    ("C.C", "C.C", False, True),  # two fragments
+    ("[Na+].[Cl-]", "[Cl-].[Na+]", False, True),
+    ("C1.C1", "CC", True, True),  # a ring closure across "." joins the atoms: ethane
+    # Hypervalent nitro: RDKit's clean-up reads it as [N+](=O)[O-]; judged as written, it
+    # does not sanitize, just as decode rejects the same graph.
+    ("CN(=O)=O", "C[N+](=O)[O-]", False, False),
+    ("C(C)(C)(C)(C)C", None, False, False),  # pentavalent carbon
+    ("c1cccc1", None, False, False),  # cannot be kekulized
+    ("C1CC", None, False, False),  # unclosed ring
+    ("not a smiles", None, False, False),
+    ("", None, False, False),  # no atoms
+    (None, None, False, False),
+])
+def test_smiles_definitions(smiles: str | None, canonical: str | None, strict: bool,
+                            loose: bool) -> None:
+    assert canonical_smiles(smiles) == canonical
+    assert is_valid(smiles) is strict
+    assert is_valid_mol(sanitized_mol(smiles)) is strict
+    assert is_valid_loose(smiles) is loose
+    assert (sanitized_mol(smiles) is not None) is loose
+    assert (to_mol(smiles) is not None) is (canonical is not None)
+
+
+@pytest.mark.parametrize("function", [to_mol, sanitized_mol, canonical_smiles, is_valid,
+                                      is_valid_loose])
+def test_smiles_functions_reject_non_strings(function: object) -> None:
+    with pytest.raises(TypeError, match="SMILES string"):
+        function(42)  # type: ignore[operator]
+
+
+def test_canonical_smiles_of_strictly_valid_molecules_needs_no_repair(
+        qm9_smiles: list[str]) -> None:
+    # Where a SMILES is strictly valid, reading it with RDKit's clean-up or without gives the
+    # same canonical SMILES: one name per molecule whichever way it was parsed.
+    rng = np.random.default_rng(8)
+    sample = [qm9_smiles[i] for i in rng.choice(len(qm9_smiles), 3000, replace=False)]
+    sample += [s for s in qm9_smiles if "+" in s or "-" in s]
+    valid = [s for s in sample if is_valid(s)]
+    assert len(valid) > 3000
+    assert [canonical_smiles(s) for s in valid] == [mol_to_smiles(sanitized_mol(s))
+                                                    for s in valid]

@@ -22,7 +22,7 @@ from molgan.cli import app
 from molgan.config import load_config
 from molgan.metrics import properties
 from molgan.sampling import MoleculeSampler, Sample
-from molgan.training.trainer import BEST, LAST
+from molgan.training.run_dir import BEST, LAST
 from tests.conftest import DEBUG_CONFIG
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

@@ -11,7 +11,7 @@ from rdkit import Chem
 from typer.testing import CliRunner
 
 from molgan import data
-from molgan.chem import Vocab, canonical, decode_batch
+from molgan.chem import Vocab, canonical_smiles, decode_batch
 from molgan.cli import app
 from molgan.config import DataConfig
 from molgan.data import (
@@ -85,7 +85,7 @@ def test_read_smiles_csv_columns(tmp_path: Path) -> None:
 def test_read_smiles_sdf(tmp_path: Path, name: str) -> None:
     path = _write(tmp_path / name, _sdf_text(["CCO", "c1ccncc1"]))
     got = read_smiles(path)
-    assert [canonical(s) for s in got[:2]] == ["CCO", "c1ccncc1"]
+    assert [canonical_smiles(s) for s in got[:2]] == ["CCO", "c1ccncc1"]
     assert got[2] == ""  # the unreadable record is kept as an empty entry, not dropped
 
 
@@ -112,7 +112,7 @@ def test_load_dataset_skips_and_counts(tmp_path: Path, caplog: pytest.LogCapture
     assert summary == ("read 10, kept 4, skipped 6 (duplicate 2, multi_fragment 1, radical 1, "
                        "too_many_atoms 1, unparseable 1)")
     assert summary in caplog.text
-    assert ds.smiles == [canonical(s) for s in ["CCO", "c1ccccc1", "[NH3+]CC([O-])=O",
+    assert ds.smiles == [canonical_smiles(s) for s in ["CCO", "c1ccccc1", "[NH3+]CC([O-])=O",
                                                 "N#CC(=O)O"]]
     assert ds.source == "mixed.smi" and len(ds) == 4
     assert ds.atoms.dtype == torch.uint8 and ds.atoms.shape == (4, 9)
@@ -258,14 +258,6 @@ def test_split_deterministic_disjoint_complete(tmp_path: Path) -> None:
         ds.split(fractions=(0.5, 0.2, 0.1))
     with pytest.raises(ValueError):
         ds.split(fractions=(0.5, 0.5))
-
-
-def test_subset(tmp_path: Path) -> None:
-    ds = _small_dataset(tmp_path)
-    sub = ds.subset(torch.tensor([3, 0]))
-    assert sub.smiles == [ds.smiles[3], ds.smiles[0]]
-    assert torch.equal(sub.atoms, ds.atoms[[3, 0]]) and torch.equal(sub.bonds, ds.bonds[[3, 0]])
-    assert sub.vocab == ds.vocab and len(sub) == 2
 
 
 def test_skip_report_summary() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -14,12 +15,20 @@ REPO = Path(__file__).resolve().parents[1]
 
 @pytest.mark.slow
 def test_wheel_has_molgan_as_its_only_top_level_package(tmp_path: Path) -> None:
+    # Built from a copy: setuptools builds in the source tree, and a build/ folder left from an
+    # earlier build would still hold modules that have since been removed.
+    source = tmp_path / "src"
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(REPO / name, source / name)
+    for name in ("molgan", "api", "training"):
+        shutil.copytree(REPO / name, source / name, ignore=shutil.ignore_patterns("__pycache__"))
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--quiet",
-         "--wheel-dir", str(tmp_path), str(REPO)],
+         "--wheel-dir", str(tmp_path / "dist"), str(source)],
         check=True, capture_output=True, text=True,
     )
-    (wheel,) = tmp_path.glob("molgan-*.whl")
+    (wheel,) = (tmp_path / "dist").glob("molgan-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     top_level = {name.split("/")[0] for name in names if not name.split("/")[0].endswith(".dist-info")}
     assert top_level == {"molgan"}

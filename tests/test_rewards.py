@@ -5,6 +5,7 @@ import torch
 from rdkit import Chem
 from rdkit.Chem import QED
 
+from molgan.chem import is_valid
 from molgan.metrics import properties
 from molgan.rewards import (
     LOGP_RANGE,
@@ -82,18 +83,20 @@ def test_reward_batch_scores_each_distinct_molecule_once():
     clear_scores_cache()
     reward = RewardFunction({"qed": 1.0})
     reward(["CCO"] * 6 + ["CCN"] * 2 + [None, "C.C"])
-    info = reward.cache_info()
+    info = scores_cache_info()
     assert info.misses == 2  # CCO and CCN
     assert info.hits == 6  # the repeats
     reward(["CCO", "CCN"])
-    assert reward.cache_info().hits == 8 and reward.cache_info().misses == 2
+    assert scores_cache_info().hits == 8 and scores_cache_info().misses == 2
 
 
 def test_validity_weight_alone_is_the_strict_indicator():
-    batch = ["CCO", "C.C", None, "xx", "c1ccccc1", "C1.C1", "C(C)(C)(C)(C)C", ""]
+    batch = ["CCO", "C.C", None, "xx", "c1ccccc1", "C1.C1", "C(C)(C)(C)(C)C", "", "CN(=O)=O"]
     out = RewardFunction({"validity": 1.0})(batch)
-    assert out.dtype == torch.float32 and out.shape == (8,)
-    assert out.tolist() == [1.0, 0.0, 0.0, 0.0, 1.0, 1.0, 0.0, 0.0]
+    assert out.dtype == torch.float32 and out.shape == (9,)
+    # The same verdicts as molgan.chem.is_valid: a nitro group that needs repair earns nothing.
+    assert out.tolist() == [1.0, 0.0, 0.0, 0.0, 1.0, 1.0, 0.0, 0.0, 0.0]
+    assert out.tolist() == [float(is_valid(s)) for s in batch]
     assert RewardFunction({"validity": 3.5, "qed": 0.0})(batch).tolist() == out.tolist()
 
 

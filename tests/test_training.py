@@ -22,7 +22,8 @@ from molgan.cli import app
 from molgan.config import Config, load_config
 from molgan.models import Graphs
 from molgan.sampling import MoleculeSampler
-from molgan.training.trainer import BEST, LAST, Trainer, gradient_penalty, resume_trainer
+from molgan.training.run_dir import BEST, LAST
+from molgan.training.trainer import Trainer, gradient_penalty, resume_trainer
 from tests.conftest import DEBUG_CONFIG, REPO_ROOT
 
 N, A, E, B = 4, 3, 2, 6

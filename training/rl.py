@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from molgan.chem import decode_batch
+from molgan.chem import decode_and_validate
 from molgan.models import GraphLogits, Graphs
 from molgan.sampling_settings import SamplingSettings
 
@@ -32,6 +32,8 @@ class RLTerm:
     """(B,) exact reward of the scored graphs."""
     smiles: list[str | None]
     """(B,) their canonical SMILES; ``None`` for a graph that is not a molecule."""
+    valid: list[bool]
+    """(B,) strict validity of each (``molgan.chem``'s definition)."""
 
 
 def reinforce(trainer: Trainer, logits: GraphLogits, relaxed: Graphs, with_loss: bool) -> RLTerm:
@@ -46,10 +48,10 @@ def reinforce(trainer: Trainer, logits: GraphLogits, relaxed: Graphs, with_loss:
     # that the class was good (uniqueness 43% against 64% at step 1000 in a QM9 run).
     tau = trainer.config.sampling.temperature
     atoms, bonds = logits.sample(SamplingSettings("gumbel", tau, 0.0), trainer.rng)
-    smiles = decode_batch(atoms, bonds, trainer.vocab)
+    smiles, valid = decode_and_validate(atoms, bonds, trainer.vocab)
     reward = trainer.reward_fn(smiles)
     if not with_loss:
-        return RLTerm(None, reward, smiles)
+        return RLTerm(None, reward, smiles, valid)
     k = cfg.rl_samples_per_z
     if k > 1:
         # Leave-one-out baseline among the k samples of the same z (RLOO): each sample is
@@ -61,20 +63,20 @@ def reinforce(trainer: Trainer, logits: GraphLogits, relaxed: Graphs, with_loss:
     loss = -(advantage * logits.log_prob(atoms, bonds, tau)).mean()
     if cfg.entropy_weight > 0:
         loss = loss - cfg.entropy_weight * logits.entropy().mean()
-    return RLTerm(loss, reward, smiles)
+    return RLTerm(loss, reward, smiles, valid)
 
 
 def reward_network(trainer: Trainer, logits: GraphLogits, relaxed: Graphs, with_loss: bool) -> RLTerm:
     """The paper's term: minus the reward network's prediction on the ST-relaxed graphs, which
     the gradient flows through. The exact reward is of the graphs those relax (their argmax);
     the loop fits the reward network to it."""
-    smiles = decode_batch(*relaxed.indices(), trainer.vocab)
+    smiles, valid = decode_and_validate(*relaxed.indices(), trainer.vocab)
     reward = trainer.reward_fn(smiles)
     if not with_loss:
-        return RLTerm(None, reward, smiles)
+        return RLTerm(None, reward, smiles, valid)
     assert trainer.reward_net is not None, "the trainer builds a reward network for this estimator"
     loss = -trainer.reward_net(relaxed.atoms, relaxed.bonds).mean()
-    return RLTerm(loss, reward, smiles)
+    return RLTerm(loss, reward, smiles, valid)
 
 
 RLEstimatorFn = Callable[["Trainer", GraphLogits, Graphs, bool], RLTerm]

@@ -33,7 +33,7 @@ import torch.nn.functional as F
 import yaml
 
 from molgan.checkpoint import Checkpoint, CheckpointError, CheckpointWriter, load_checkpoint, load_state
-from molgan.chem import Vocab, decode_batch, is_connected
+from molgan.chem import Vocab, decode_batch
 from molgan.config import Config, ConfigError, config_from_dict
 from molgan.data import MolDataset, dataset_from_config
 from molgan.gumbel import temperature
@@ -43,9 +43,7 @@ from molgan.rewards import RewardFunction
 from molgan.sampling_settings import SamplingSettings
 from molgan.training.progress import Progress
 from molgan.training.rl import RL_ESTIMATORS, RLTerm
-
-# BEST and LAST are re-exported: callers have known the checkpoint names from here.
-from molgan.training.run_dir import BEST, LAST, RunDir  # noqa: F401
+from molgan.training.run_dir import RunDir
 
 log = logging.getLogger(__name__)
 
@@ -227,7 +225,7 @@ class Trainer:
 
         stats["g_loss"] = loss.item()
         stats["reward"] = rl.reward.mean().item()
-        stats["batch_valid"] = sum(map(is_connected, rl.smiles)) / len(rl.smiles)
+        stats["batch_valid"] = sum(rl.valid) / len(rl.valid)
         relaxed = Graphs(fake.atoms.detach(), fake.bonds.detach())
         return GeneratorUpdate(stats, relaxed, rl)
 

@@ -26,7 +26,9 @@ from molgan.files import atomic_write
 
 FORMAT = "molgan-checkpoint"
 FORMAT_VERSION = 1
-BUNDLED_NAME = "qm9.safetensors"
+DEFAULT_MODEL = "qm9"
+BUNDLED_NAME = f"{DEFAULT_MODEL}.safetensors"
+_ASSETS = Path(__file__).resolve().parent / "assets"
 
 
 class CheckpointError(ValueError):
@@ -167,9 +169,30 @@ def load_state(module: torch.nn.Module, state: dict[str, torch.Tensor], what: st
     module.load_state_dict(state)
 
 
-def bundled_checkpoint_path() -> Path:
-    """The QM9 checkpoint shipped inside the package."""
-    return Path(__file__).resolve().parent / "assets" / BUNDLED_NAME
+def bundled_models() -> list[str]:
+    """Names of the checkpoints shipped inside the package (their file names less the suffix)."""
+    return sorted(path.stem for path in _ASSETS.glob("*.safetensors"))
+
+
+def bundled_checkpoint_path(name: str = DEFAULT_MODEL) -> Path:
+    """The checkpoint of a bundled model; CheckpointError naming the bundled ones if unknown."""
+    if name not in bundled_models():
+        raise CheckpointError(f"no bundled model named {name!r}; bundled: {', '.join(bundled_models())}")
+    return _ASSETS / f"{name}.safetensors"
+
+
+def resolve_checkpoint(model: str | Path | None) -> Path:
+    """A checkpoint file from a bundled model's name or a path (``None``: the default model).
+
+    A ``Path``, or a string that looks like a file (a folder separator or the ``.safetensors``
+    suffix), is a path; any other string names a bundled model. Names never depend on what the
+    working directory holds.
+    """
+    if model is None:
+        return bundled_checkpoint_path()
+    if isinstance(model, Path) or "/" in model or os.sep in model or model.endswith(".safetensors"):
+        return Path(model)
+    return bundled_checkpoint_path(model)
 
 
 def package_versions() -> dict[str, str]:

@@ -5,10 +5,19 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from molgan.config import DataConfig
 from molgan.data import dataset_from_config
 from molgan.metrics import evaluate_smiles
 from molgan.sampling import MoleculeSampler
 from molgan.sampling_settings import SamplingSettings
+
+
+def dataset_references(data: DataConfig) -> tuple[set[str], list[str]]:
+    """The canonical SMILES of a dataset's training split (for novelty) and of its test split
+    (the FCD reference), rebuilt from its config."""
+    dataset = dataset_from_config(data)
+    train_idx, _, test_idx = dataset.split(data.split_seed, data.fractions)
+    return {dataset.smiles[i] for i in train_idx.tolist()}, [dataset.smiles[i] for i in test_idx.tolist()]
 
 
 def evaluate_sampler(
@@ -26,11 +35,7 @@ def evaluate_sampler(
     against its test split, both rebuilt from the config stored in the checkpoint.
     """
     used = settings if settings is not None else sampler.settings()
-    data_cfg = sampler.config.data
-    dataset = dataset_from_config(data_cfg)
-    train_idx, _, test_idx = dataset.split(data_cfg.split_seed, data_cfg.fractions)
-    train_smiles = {dataset.smiles[i] for i in train_idx.tolist()}
-    reference = [dataset.smiles[i] for i in test_idx.tolist()]
+    train_smiles, reference = dataset_references(sampler.config.data)
 
     started = time.perf_counter()
     samples = sampler.sample(n, seed=seed, settings=used)

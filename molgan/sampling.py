@@ -7,21 +7,23 @@ settings give the same molecules.
 
 from __future__ import annotations
 
+import functools
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
+from rdkit import Chem
 
 from molgan.checkpoint import (
     Checkpoint,
     CheckpointError,
-    bundled_checkpoint_path,
     load_checkpoint,
     load_state,
+    resolve_checkpoint,
 )
-from molgan.chem import Vocab, decode_and_validate
+from molgan.chem import Vocab, decode_and_validate, sanitized_mol
 from molgan.config import Config, ConfigError, config_from_dict
 from molgan.models import Generator, build_generator
 from molgan.sampling_settings import SamplingMode, SamplingSettings
@@ -34,6 +36,13 @@ class Sample:
 
     smiles: str | None
     valid: bool
+    properties: dict[str, float] | None = field(default=None, compare=False)
+    """QED, logP, SA and molecular weight when asked for (``molgan.Model.generate``)."""
+
+    @functools.cached_property
+    def mol(self) -> Chem.Mol | None:
+        """The RDKit molecule, parsed on first use; None when the graph did not sanitize."""
+        return sanitized_mol(self.smiles)
 
 
 def generator_from_checkpoint(ckpt: Checkpoint) -> tuple[Generator, Config, Vocab]:
@@ -59,9 +68,10 @@ class MoleculeSampler:
         self.meta = meta
 
     @classmethod
-    def load(cls, path: str | Path | None = None) -> MoleculeSampler:
-        """From a checkpoint file; ``None`` is the QM9 checkpoint bundled with the package."""
-        ckpt = load_checkpoint(path if path is not None else bundled_checkpoint_path())
+    def load(cls, model: str | Path | None = None) -> MoleculeSampler:
+        """From a bundled model's name (``"qm9"``) or a checkpoint file; ``None`` is the default
+        bundled model. See ``molgan.checkpoint.resolve_checkpoint``."""
+        ckpt = load_checkpoint(resolve_checkpoint(model))
         generator, config, vocab = generator_from_checkpoint(ckpt)
         return cls(generator, vocab, config, ckpt.meta)
 

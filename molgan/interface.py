@@ -1,0 +1,140 @@
+"""The library's Python interface: load a model, generate molecules, score SMILES.
+
+    import molgan
+
+    model = molgan.load("qm9")               # a bundled model by name, or a checkpoint's path
+    for m in model.generate(5, seed=1, properties=True):
+        print(m.smiles, m.valid, m.mol.GetNumAtoms(), m.properties["qed"])
+    model.score(["CCO", "c1ccccc1O"])        # metrics against the model's own dataset
+
+The command line and the HTTP service are built from the same pieces (``MoleculeSampler``,
+``SamplingSettings``, ``molgan.metrics``); this module only gives them keyword arguments and
+records that read well in a notebook.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Collection, Sequence
+from pathlib import Path
+from typing import Any
+
+from molgan.chem import canonical_smiles
+from molgan.evaluation import dataset_references, evaluate_sampler
+from molgan.metrics import evaluate_smiles, properties
+from molgan.sampling import MoleculeSampler, Sample, sample_filtered
+from molgan.sampling_settings import SamplingMode, SamplingSettings
+
+
+class Model:
+    """A trained generator with its vocabulary and default sampling settings."""
+
+    def __init__(self, sampler: MoleculeSampler) -> None:
+        self.sampler = sampler
+
+    def __repr__(self) -> str:
+        return f"Model(name={self.name!r}, step={self.sampler.meta.get('step')}, sampling={self.defaults})"
+
+    @property
+    def name(self) -> str:
+        return self.sampler.config.name
+
+    @property
+    def defaults(self) -> SamplingSettings:
+        """How ``generate`` samples when no setting is given (the checkpoint's own)."""
+        return self.sampler.settings()
+
+    def info(self) -> dict[str, Any]:
+        """Name, training step, vocabulary, default sampling and the checkpoint's evaluation."""
+        return self.sampler.describe()
+
+    def settings(
+        self, mode: SamplingMode | None = None, temperature: float | None = None, min_p: float | None = None
+    ) -> SamplingSettings:
+        """The checkpoint's defaults overridden by what is given; a given temperature or min_p
+        implies Gumbel-Max. Raises ``SamplingError`` (a ValueError) naming a bad setting."""
+        return self.sampler.settings(mode, temperature, min_p)
+
+    def generate(
+        self,
+        n: int,
+        *,
+        seed: int | None = None,
+        mode: SamplingMode | None = None,
+        temperature: float | None = None,
+        min_p: float | None = None,
+        valid_only: bool = False,
+        unique: bool = False,
+        properties: bool = False,
+    ) -> list[Sample]:
+        """``n`` molecules: each with ``.smiles``, ``.valid``, ``.mol`` (RDKit) and, with
+        ``properties``, ``.properties`` (QED, logP, SA, molecular weight) of valid ones.
+
+        The same seed and settings give the same molecules (as ``molgan sample`` and the HTTP
+        API do). ``valid_only`` and ``unique`` keep sampling, up to 20 n raw samples, so fewer
+        than ``n`` may come back.
+        """
+        if n < 0:
+            raise ValueError(f"n must be >= 0, got {n}")
+        used = self.settings(mode, temperature, min_p)
+        found = sample_filtered(
+            self.sampler, n, seed=seed, settings=used, valid_only=valid_only, unique=unique
+        ).samples
+        if not properties:
+            return found
+        return [
+            dataclasses.replace(s, properties=_properties_of(s)) if s.valid else s for s in found
+        ]
+
+    def evaluate(
+        self,
+        n: int = 10_000,
+        *,
+        seed: int = 0,
+        mode: SamplingMode | None = None,
+        temperature: float | None = None,
+        min_p: float | None = None,
+        fcd: bool = False,
+    ) -> dict[str, Any]:
+        """The metrics ``molgan evaluate`` prints, for ``n`` raw samples of this model."""
+        return evaluate_sampler(self.sampler, n, seed=seed, settings=self.settings(mode, temperature, min_p),
+                                fcd=fcd)
+
+    def score(self, smiles: Sequence[str | None], *, fcd: bool = False) -> dict[str, Any]:
+        """Metrics of any SMILES against this model's dataset: novelty against its training
+        split, FCD (``fcd=True``, needs the ``fcd`` extra) against its test split."""
+        training, test = dataset_references(self.sampler.config.data)
+        # The dataset's SMILES are canonical already.
+        return evaluate_smiles(list(smiles), training, reference_smiles=test, compute_fcd=fcd).to_dict()
+
+
+def _properties_of(sample: Sample) -> dict[str, float]:
+    assert sample.smiles is not None  # a valid sample has a SMILES
+    return properties(sample.smiles)
+
+
+def load(model: str | Path = "qm9") -> Model:
+    """A bundled model by name (``molgan.bundled_models()``) or any checkpoint file by path.
+
+    Raises ``CheckpointError`` (a ValueError) for an unknown name or an unusable file.
+    """
+    return Model(MoleculeSampler.load(model))
+
+
+def evaluate(
+    smiles: Sequence[str | None],
+    *,
+    training: Collection[str] = (),
+    reference: Sequence[str] | None = None,
+    fcd: bool = False,
+) -> dict[str, Any]:
+    """Validity, uniqueness, novelty (against ``training``), V.U.N., mean QED/SA/logP, internal
+    diversity and, with ``fcd``, the FCD to ``reference``; definitions in ``molgan.metrics``.
+
+    ``smiles`` are judged as written (``None`` counts as an invalid sample); ``training`` may be
+    written any way, it is canonicalised here.
+    """
+    known = {c for c in map(canonical_smiles, training) if c is not None}
+    if fcd and reference is None:
+        raise ValueError("fcd=True needs reference SMILES")
+    return evaluate_smiles(list(smiles), known, reference_smiles=reference, compute_fcd=fcd).to_dict()

@@ -24,6 +24,7 @@ from molgan.api.schemas import Limits, ModelInfo, ModelSummary, json_safe
 from molgan.api.settings import Settings
 from molgan.checkpoint import CheckpointError, bundled_checkpoint_path
 from molgan.sampling import MoleculeSampler
+from molgan.sampling_settings import SamplingError
 
 log = logging.getLogger("molgan.api")
 
@@ -64,7 +65,8 @@ def model_info(sampler: MoleculeSampler, checkpoint: Path, settings: Settings) -
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     """Load the checkpoint of ``app.state.settings`` and start the sampling pool; stop it at the end.
 
-    A checkpoint that cannot be loaded is logged as one line and stops start-up; it also sets
+    A checkpoint that cannot be loaded, or default sampling settings that do not resolve over its
+    own, are logged as one line and stop start-up; either also sets
     ``app.state.checkpoint_failed`` so that ``QuietStartupFailure`` keeps the server from
     repeating the error as a traceback.
     """
@@ -72,8 +74,10 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     checkpoint = settings.checkpoint if settings.checkpoint is not None else bundled_checkpoint_path()
     started = time.perf_counter()
     try:
-        sampler = MoleculeSampler.load(checkpoint)
-    except CheckpointError as exc:
+        sampler = MoleculeSampler.load(checkpoint).with_defaults(
+            settings.mode, settings.temperature, settings.min_p
+        )
+    except (CheckpointError, SamplingError) as exc:
         app.state.checkpoint_failed = True
         log.error("cannot start: %s", exc)
         raise

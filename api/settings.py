@@ -12,8 +12,10 @@ import os
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import Field, field_validator
+from pydantic import AfterValidator, Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from molgan.sampling_settings import SamplingMode, check_min_p, check_temperature
 
 
 def available_cpus() -> int:
@@ -29,6 +31,11 @@ class Settings(BaseSettings):
 
     checkpoint: Path | None = None
     """Checkpoint to serve; ``None`` is the QM9 checkpoint bundled with the package."""
+    mode: SamplingMode | None = None
+    temperature: Annotated[float, AfterValidator(check_temperature)] | None = None
+    min_p: Annotated[float, AfterValidator(check_min_p)] | None = None
+    """Default sampling of this server (``None``: the checkpoint's), for requests that do not
+    say; resolved over the checkpoint's defaults as a request is (``MoleculeSampler.with_defaults``)."""
     max_molecules: int = Field(1000, ge=1, le=100_000)
     """Largest ``n`` one ``POST /v1/generate`` may ask for."""
     request_timeout_s: float = Field(30.0, gt=0, le=3600)

@@ -271,11 +271,16 @@ def serve(
     workers: Annotated[
         int, typer.Option(min=1, max=64, help="Server processes; each loads the model and samples.")
     ] = 1,
+    temperature: TemperatureOpt = None,
+    min_p: MinPOpt = None,
+    mode: ModeOpt = None,
 ) -> None:
     """Serve the HTTP API with uvicorn: /v1/generate, /v1/depict, /v1/model, /docs and a page at /.
 
-    Other settings come from MOLGAN_* environment variables (see api/settings.py), e.g.
-    MOLGAN_MAX_MOLECULES, MOLGAN_WORKER_THREADS, MOLGAN_MAX_QUEUE, MOLGAN_REQUEST_TIMEOUT_S.
+    --mode, --temperature and --min-p set the server's default sampling (requests may still say
+    otherwise); without them, MOLGAN_MODE / MOLGAN_TEMPERATURE / MOLGAN_MIN_P, else the
+    checkpoint's own. Other settings come from MOLGAN_* environment variables (see
+    api/settings.py), e.g. MOLGAN_MAX_MOLECULES, MOLGAN_WORKER_THREADS, MOLGAN_MAX_QUEUE.
     """
     import copy
     import os
@@ -286,6 +291,7 @@ def serve(
     from molgan.api.settings import available_cpus, get_settings
     from molgan.checkpoint import CheckpointError
     from molgan.sampling import MoleculeSampler
+    from molgan.sampling_settings import SamplingError
 
     if checkpoint is not None:
         # Through the environment, so that every worker process reads the same settings.
@@ -300,13 +306,32 @@ def serve(
     try:
         settings = get_settings()
     except ValidationError as exc:
-        raise _fail(f"invalid MOLGAN_* setting: {exc}") from None
-    # A checkpoint that cannot be loaded is one message and a non-zero exit here, rather than
-    # each worker process failing (and being restarted) at start-up.
+        problems = "; ".join(
+            f"MOLGAN_{str(error['loc'][0]).upper()}: {error['msg']}" for error in exc.errors()
+        )
+        raise _fail(f"invalid setting {problems}") from None
+    # A checkpoint that cannot be loaded, or default sampling that does not resolve over it, is
+    # one message and a non-zero exit here, rather than each worker process failing (and being
+    # restarted) at start-up.
     try:
-        MoleculeSampler.load(settings.checkpoint)
+        sampler = MoleculeSampler.load(settings.checkpoint)
     except CheckpointError as exc:
         raise _fail(str(exc)) from None
+    options = {"mode": mode, "temperature": temperature, "min_p": min_p}
+    if any(value is not None for value in options.values()):
+        _sampling_settings(sampler, mode, temperature, min_p)
+        # The options replace the environment's sampling defaults as a whole, and reach every
+        # worker process through it.
+        for name, value in options.items():
+            os.environ.pop(f"MOLGAN_{name.upper()}", None)
+            if value is not None:
+                os.environ[f"MOLGAN_{name.upper()}"] = str(value)
+        get_settings.cache_clear()
+    else:
+        try:
+            sampler.with_defaults(settings.mode, settings.temperature, settings.min_p)
+        except SamplingError as exc:
+            raise _fail(f"MOLGAN_{exc.field.upper()} {exc.problem}") from None
     log_config = copy.deepcopy(uvicorn.config.LOGGING_CONFIG)
     log_config["loggers"]["molgan"] = {"handlers": ["default"], "level": "INFO", "propagate": False}
     uvicorn.run(

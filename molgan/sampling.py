@@ -24,7 +24,7 @@ from molgan.checkpoint import (
     resolve_checkpoint,
 )
 from molgan.chem import Vocab, decode_and_validate, sanitized_mol
-from molgan.config import Config, ConfigError, config_from_dict
+from molgan.config import Config, ConfigError, SamplingConfig, config_from_dict
 from molgan.models import Generator, build_generator
 from molgan.sampling_settings import SamplingMode, SamplingSettings
 
@@ -93,6 +93,25 @@ class MoleculeSampler:
         """The settings of a call that gives these (``None``: not given) over the checkpoint's
         defaults; see ``SamplingSettings.resolve``. Raises SamplingError for a bad value."""
         return SamplingSettings.resolve(self.config.sampling, mode, temperature, min_p)
+
+    def with_defaults(
+        self, mode: str | None = None, temperature: float | None = None, min_p: float | None = None
+    ) -> MoleculeSampler:
+        """The same generator with other default sampling settings (a server's own defaults).
+
+        The settings are resolved as a call's would be; what is not given keeps the checkpoint's
+        value, so a later call that asks for Gumbel-Max still finds a temperature and a min-p.
+        Raises SamplingError for a bad value.
+        """
+        use = self.settings(mode, temperature, min_p)
+        old = self.config.sampling
+        sampling = SamplingConfig(
+            mode=use.mode,
+            temperature=old.temperature if use.temperature is None else use.temperature,
+            min_p=old.min_p if use.min_p is None else use.min_p,
+        )
+        config = self.config.model_copy(update={"sampling": sampling})
+        return MoleculeSampler(self.generator, self.vocab, config, self.meta)
 
     @torch.inference_mode()
     def graphs(

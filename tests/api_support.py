@@ -18,6 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -104,12 +105,14 @@ def rss_bytes(pid: int) -> int:
 class ServerProcess:
     """``molgan serve`` in a child process on a free loopback port; stopped with SIGTERM.
 
-    ``env`` adds MOLGAN_* settings. Use as a context manager; ``url`` is the base URL.
+    ``env`` adds MOLGAN_* settings and ``options`` command-line options. Use as a context manager;
+    ``url`` is the base URL.
     """
 
     def __init__(self, checkpoint: str | Path, *, env: dict[str, str] | None = None,
-                 workers: int = 1, start_timeout_s: float = 60.0) -> None:
+                 options: Sequence[str] = (), workers: int = 1, start_timeout_s: float = 60.0) -> None:
         self.checkpoint = Path(checkpoint)
+        self.options = list(options)
         self.env = {**os.environ, **(env or {})}
         self.workers = workers
         self.start_timeout_s = start_timeout_s
@@ -128,7 +131,7 @@ class ServerProcess:
     def __enter__(self) -> ServerProcess:
         command = [sys.executable, "-c", "from molgan.cli import app; app()", "serve",
                    "--checkpoint", str(self.checkpoint), "--host", "127.0.0.1", "--port", str(self.port),
-                   "--workers", str(self.workers)]
+                   "--workers", str(self.workers), *self.options]
         self.process = subprocess.Popen(command, env=self.env, stdout=self._log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + self.start_timeout_s
         while time.monotonic() < deadline:

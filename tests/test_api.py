@@ -30,6 +30,7 @@ from molgan.chem import is_valid
 from molgan.config import load_config
 from molgan.metrics import properties
 from molgan.sampling import MoleculeSampler, sample_filtered
+from molgan.sampling_settings import SamplingError
 from tests.api_support import write_template_checkpoint
 from tests.conftest import DEBUG_CONFIG
 
@@ -610,3 +611,21 @@ def test_bad_environment_setting_is_an_error(monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setenv("MOLGAN_MAX_MOLECULES", "0")
     with pytest.raises(ValidationError, match="max_molecules"):
         get_settings()
+
+
+def test_default_sampling_that_does_not_resolve_stops_startup(
+    api_checkpoint: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = Settings(checkpoint=api_checkpoint, mode="argmax", min_p=0.1)
+    with caplog.at_level(logging.ERROR, logger="molgan.api"), pytest.raises(SamplingError), TestClient(
+        create_app(settings)
+    ):
+        pass
+    lines = [r.getMessage() for r in caplog.records if r.name == "molgan.api"]
+    assert lines == ["cannot start: min_p applies to mode 'gumbel' only"]
+
+
+def test_settings_refuse_bad_default_sampling_values() -> None:
+    for bad in ({"temperature": math.inf}, {"temperature": 0.0}, {"min_p": 1.0}, {"mode": "best"}):
+        with pytest.raises(ValidationError):
+            Settings(**bad)

@@ -15,6 +15,8 @@ from typer.testing import CliRunner
 
 from molgan.api.settings import get_settings
 from molgan.cli import app
+from molgan.sampling import MoleculeSampler
+from molgan.sampling_settings import SamplingSettings
 from tests.api_support import ServerProcess, free_port
 
 
@@ -45,6 +47,23 @@ def test_molgan_serve_answers_over_http_and_stops_on_sigterm(api_checkpoint: Pat
     assert stopped_in < 5
     assert "Application startup complete" in log and "Finished server process" in log
     assert "Traceback" not in log
+
+
+def test_serve_options_set_the_servers_default_sampling(api_checkpoint: Path) -> None:
+    # The options replace the environment's sampling defaults as a whole: MOLGAN_MODE is dropped.
+    options = ["--temperature", "0.7", "--min-p", "0.05"]
+    with ServerProcess(api_checkpoint, env={"MOLGAN_MODE": "argmax"}, options=options) as server, \
+            httpx.Client(base_url=server.url, timeout=30) as http:
+        model = http.get("/v1/model").json()
+        answer = http.post("/v1/generate", json={"n": 20, "seed": 3}).json()
+        argmax = http.post("/v1/generate", json={"n": 5, "seed": 3, "mode": "argmax"})
+    assert model["sampling"] == {"mode": "gumbel", "temperature": 0.7, "min_p": 0.05}
+    stats = answer["stats"]
+    assert (stats["mode"], stats["temperature"], stats["min_p"]) == ("gumbel", 0.7, 0.05)
+    sampler = MoleculeSampler.load(api_checkpoint)
+    expected = sampler.sample(20, seed=3, settings=SamplingSettings("gumbel", 0.7, 0.05))
+    assert [m["smiles"] for m in answer["molecules"]] == [s.smiles for s in expected]
+    assert argmax.status_code == 200 and argmax.json()["stats"]["mode"] == "argmax"
 
 
 def test_serve_with_a_missing_checkpoint_exits_with_the_message(

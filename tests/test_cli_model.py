@@ -328,6 +328,46 @@ def test_bad_sampling_options_are_one_line_usage_errors(
     assert out == ""
 
 
+@pytest.mark.parametrize(("options", "message"), BAD_SAMPLING_OPTIONS)
+def test_bad_sampling_options_of_serve_are_one_line_usage_errors(
+    toy_checkpoint: Path, options: list[str], message: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # serve hands its settings to the workers through the environment; monkeypatch restores it.
+    monkeypatch.setenv("MOLGAN_CHECKPOINT", str(toy_checkpoint))
+    get_settings.cache_clear()
+    try:
+        code, out, err = invoke("serve", "--checkpoint", toy_checkpoint, "--port", "1", *options)
+    finally:
+        get_settings.cache_clear()
+    assert code == 2
+    assert err == f"error: {message}\n"
+    assert out == ""
+
+
+@pytest.mark.parametrize(
+    ("environment", "message"),
+    [
+        ({"MOLGAN_TEMPERATURE": "inf"}, "invalid setting MOLGAN_TEMPERATURE: Value error, temperature must"),
+        ({"MOLGAN_MIN_P": "1"}, "invalid setting MOLGAN_MIN_P: Value error, min_p must be in [0, 1)"),
+        ({"MOLGAN_MODE": "argmax", "MOLGAN_MIN_P": "0.1"}, "MOLGAN_MIN_P applies to mode 'gumbel' only"),
+    ],
+)
+def test_bad_sampling_defaults_in_the_environment_stop_serve_with_one_line(
+    toy_checkpoint: Path, environment: dict[str, str], message: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MOLGAN_CHECKPOINT", str(toy_checkpoint))
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    get_settings.cache_clear()
+    try:
+        code, out, err = invoke("serve", "--port", "1")
+    finally:
+        get_settings.cache_clear()
+    assert code == 2
+    assert err.startswith(f"error: {message}") and err.count("\n") == 1
+    assert out == ""
+
+
 @pytest.mark.parametrize("command", ["sample", "evaluate"])
 def test_a_bad_sampling_option_in_a_real_process_has_no_traceback(command: str) -> None:
     # The bundled checkpoint: what a user who types the command gets.

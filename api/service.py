@@ -23,6 +23,7 @@ from molgan.api.pool import WorkPool
 from molgan.api.schemas import Limits, ModelInfo, ModelSummary, json_safe
 from molgan.api.settings import Settings
 from molgan.checkpoint import CheckpointError, bundled_checkpoint_path
+from molgan.device import DeviceError
 from molgan.sampling import MoleculeSampler
 from molgan.sampling_settings import SamplingError
 
@@ -74,10 +75,10 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     checkpoint = settings.checkpoint if settings.checkpoint is not None else bundled_checkpoint_path()
     started = time.perf_counter()
     try:
-        sampler = MoleculeSampler.load(checkpoint).with_defaults(
+        sampler = MoleculeSampler.load(checkpoint, device=settings.device).with_defaults(
             settings.mode, settings.temperature, settings.min_p
         )
-    except (CheckpointError, SamplingError) as exc:
+    except (CheckpointError, SamplingError, DeviceError) as exc:
         app.state.checkpoint_failed = True
         log.error("cannot start: %s", exc)
         raise

@@ -15,6 +15,7 @@ from typing import Annotated
 from pydantic import AfterValidator, Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from molgan.device import check_device_name
 from molgan.sampling_settings import SamplingMode, check_min_p, check_temperature
 
 
@@ -31,6 +32,9 @@ class Settings(BaseSettings):
 
     checkpoint: Path | None = None
     """Checkpoint to serve; ``None`` is the QM9 checkpoint bundled with the package."""
+    device: Annotated[str, AfterValidator(check_device_name)] = "cpu"
+    """Where the generator runs (``molgan.device``): on the CPU a seed gives the same molecules
+    on every machine."""
     mode: SamplingMode | None = None
     temperature: Annotated[float, AfterValidator(check_temperature)] | None = None
     min_p: Annotated[float, AfterValidator(check_min_p)] | None = None

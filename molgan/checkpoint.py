@@ -6,6 +6,11 @@ enough to rebuild the generator without any other file.
 
 Tensor names: ``<module>.<parameter>`` for modules, ``optim.<name>.<param index>.<key>`` for
 optimiser state, ``rng.<name>`` for random generator states.
+
+Checkpoints do not depend on a device: tensors are written from the CPU and read onto any device
+(``load_checkpoint``'s ``map_location``), so a model trained on a GPU samples on a CPU-only server
+and the other way round. Random generator states are the exception: they are CPU byte tensors
+whose layout depends on the kind of device that made them (the trainer records which).
 """
 
 from __future__ import annotations
@@ -114,8 +119,10 @@ class CheckpointWriter:
         return path
 
 
-def load_checkpoint(path: str | Path) -> Checkpoint:
-    """Read a checkpoint; any problem with the file is a ``CheckpointError`` that names it."""
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> Checkpoint:
+    """Read a checkpoint, its tensors onto ``map_location`` (random generator states stay on the
+    CPU, where ``torch.Generator.set_state`` wants them); any problem with the file is a
+    ``CheckpointError`` that names it."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
@@ -142,6 +149,9 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
             f"{path} has checkpoint format version {meta.get('format_version')}, "
             f"this molgan reads version {FORMAT_VERSION}"
         )
+    device = torch.device(map_location)
+    if device.type != "cpu":
+        tensors = {k: v if k.startswith("rng.") else v.to(device) for k, v in tensors.items()}
     return Checkpoint(tensors, meta, path)
 
 

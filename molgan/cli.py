@@ -96,35 +96,65 @@ def train(
     max_minutes: Annotated[
         float | None, typer.Option(min=0.01, help="Stop (and save) after this many minutes.")
     ] = None,
+    device: Annotated[
+        str | None,
+        typer.Option(help="auto, cpu, cuda, cuda:K or mps (sets train.device; auto: CUDA when present)."),
+    ] = None,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
 ) -> None:
-    """Train a generator; writes config, metrics, checkpoints and plots into the run directory."""
+    """Train a generator; writes config, metrics, checkpoints and plots into the run directory.
+
+    Under torchrun (torchrun --nproc_per_node=K -m molgan train ...) K processes share each
+    batch; rank 0 writes the run directory.
+    """
     import time
+    from contextlib import ExitStack
 
     from molgan.checkpoint import CheckpointError
     from molgan.config import ConfigError, load_config
+    from molgan.device import DeviceError, check_device_name
+    from molgan.training.distributed import start
     from molgan.training.report import write_report
-    from molgan.training.trainer import Trainer, resume_trainer
+    from molgan.training.trainer import Trainer, load_resume
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     extra = list(overrides or [])
     if max_minutes is not None:
         extra.append(f"train.max_minutes={max_minutes}")
+    if device is not None:
+        try:
+            extra.append(f"train.device={check_device_name(device)}")
+        except DeviceError as exc:
+            raise _fail(f"--device {exc}") from None
+    device_source = "--device" if device is not None else "train.device"
     try:
         if resume is not None:
             if config is not None:
                 raise _fail("--resume uses the config saved in the run; do not pass --config")
-            trainer = resume_trainer(resume, extra, progress=progress)
+            cfg, checkpoint = load_resume(resume, extra)
+            target = resume
         else:
-            cfg = load_config(config, extra)
+            cfg, checkpoint = load_config(config, extra), None
             target = run_dir or Path("runs") / f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-            trainer = Trainer(cfg, target, progress=progress)
     except (ConfigError, CheckpointError, FileNotFoundError, ValueError) as exc:
         raise _fail(str(exc)) from None
-    result = trainer.train()
-    write_report(trainer.run_dir)
-    typer.echo(f"run: {trainer.run_dir} step {result['step']}" + (
-        f" (stopped by {result['stopped_by']})" if result["stopped_by"] else ""))
+    with ExitStack() as stack:
+        try:
+            processes = stack.enter_context(start(cfg.train.device))
+            if not processes.is_main:
+                logging.getLogger().setLevel(logging.WARNING)  # rank 0 speaks for the run
+            trainer = Trainer(cfg, target, progress=progress, processes=processes)
+            if checkpoint is not None:
+                trainer.restore(checkpoint)
+        except DeviceError as exc:
+            raise _fail(f"{device_source} {exc}") from None
+        except (ConfigError, CheckpointError, FileNotFoundError, ValueError) as exc:
+            raise _fail(str(exc)) from None
+        result = trainer.train()
+        if processes.is_main:
+            write_report(trainer.run_dir)
+            typer.echo(f"run: {trainer.run_dir} step {result['step']}" + (
+                f" (stopped by {result['stopped_by']})" if result["stopped_by"] else ""))
 
 
 # --------------------------------------------------------------------------- sample / evaluate
@@ -150,14 +180,24 @@ MinPOpt = Annotated[
 ModeOpt = Annotated[
     str | None, typer.Option(help="argmax or gumbel (default: the checkpoint's own setting).")
 ]
+DeviceOpt = Annotated[
+    str,
+    typer.Option(
+        help="Where the generator runs: cpu, auto (CUDA when present), cuda, cuda:K or mps. A seed "
+        "gives the same molecules on every CPU; other devices draw other random numbers.",
+    ),
+]
 
 
-def _load_sampler(checkpoint: Path | None) -> MoleculeSampler:
+def _load_sampler(checkpoint: Path | None, device: str = "cpu") -> MoleculeSampler:
     from molgan.checkpoint import CheckpointError
+    from molgan.device import DeviceError
     from molgan.sampling import MoleculeSampler
 
     try:
-        return MoleculeSampler.load(checkpoint)
+        return MoleculeSampler.load(checkpoint, device=device)
+    except DeviceError as exc:
+        raise _fail(f"--device {exc}") from None
     except CheckpointError as exc:
         raise _fail(str(exc)) from None
 
@@ -190,6 +230,7 @@ def sample(
     fmt: Annotated[
         str | None, typer.Option("--format", help="smi, csv, sdf or jsonl (default: from -o, else smi).")
     ] = None,
+    device: DeviceOpt = "cpu",
 ) -> None:
     """Generate molecules from a checkpoint."""
     import sys
@@ -205,7 +246,7 @@ def sample(
         raise _fail(str(exc)) from None
     if out_format == "jsonl" and (valid_only or unique):
         raise _fail("jsonl writes every raw sample in order: drop --valid-only/--unique")
-    sampler = _load_sampler(checkpoint)
+    sampler = _load_sampler(checkpoint, device)
     settings = _sampling_settings(sampler, mode, temperature, min_p)
     result = sample_filtered(
         sampler, n, seed=seed, settings=settings, valid_only=valid_only, unique=unique
@@ -233,13 +274,14 @@ def evaluate(
     mode: ModeOpt = None,
     fcd: Annotated[bool, typer.Option(help="Also compute FCD (needs the 'fcd' extra).")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    device: DeviceOpt = "cpu",
 ) -> None:
     """Score raw samples: validity, uniqueness, novelty, V.U.N., properties, diversity, FCD."""
     import json
 
     from molgan.evaluation import evaluate_sampler
 
-    sampler = _load_sampler(checkpoint)
+    sampler = _load_sampler(checkpoint, device)
     settings = _sampling_settings(sampler, mode, temperature, min_p)
     try:
         metrics = evaluate_sampler(sampler, n, seed=seed, settings=settings, fcd=fcd)
@@ -274,6 +316,11 @@ def serve(
     temperature: TemperatureOpt = None,
     min_p: MinPOpt = None,
     mode: ModeOpt = None,
+    device: Annotated[
+        str | None,
+        typer.Option(help="Where the generator runs: cpu, auto, cuda, cuda:K or mps (default: "
+                     "$MOLGAN_DEVICE, else cpu)."),
+    ] = None,
 ) -> None:
     """Serve the HTTP API with uvicorn: /v1/generate, /v1/depict, /v1/model, /docs and a page at /.
 
@@ -290,12 +337,19 @@ def serve(
 
     from molgan.api.settings import available_cpus, get_settings
     from molgan.checkpoint import CheckpointError
+    from molgan.device import DeviceError, resolve_device
     from molgan.sampling import MoleculeSampler
     from molgan.sampling_settings import SamplingError
 
     if checkpoint is not None:
         # Through the environment, so that every worker process reads the same settings.
         os.environ["MOLGAN_CHECKPOINT"] = str(checkpoint.resolve())
+    if device is not None:
+        try:
+            resolve_device(device)
+        except DeviceError as exc:
+            raise _fail(f"--device {exc}") from None
+        os.environ["MOLGAN_DEVICE"] = device
     if workers > 1:
         # Processes share the CPUs: unless told otherwise, each gets its share of sampling threads
         # and torch runs single-threaded in them.
@@ -314,7 +368,9 @@ def serve(
     # one message and a non-zero exit here, rather than each worker process failing (and being
     # restarted) at start-up.
     try:
-        sampler = MoleculeSampler.load(settings.checkpoint)
+        sampler = MoleculeSampler.load(settings.checkpoint, device=settings.device)
+    except DeviceError as exc:
+        raise _fail(f"MOLGAN_DEVICE {exc}") from None
     except CheckpointError as exc:
         raise _fail(str(exc)) from None
     options = {"mode": mode, "temperature": temperature, "min_p": min_p}

@@ -16,6 +16,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from molgan.device import check_device_name
 from molgan.sampling_settings import SamplingMode, check_min_p, check_temperature
 
 # The option names of molgan.gumbel (``ESTIMATORS``, ``SCHEDULES``), spelt out here to keep this
@@ -108,7 +109,12 @@ class SamplingConfig(_Section):
 
 class TrainConfig(_Section):
     seed: int = 0
+    device: Annotated[str, AfterValidator(check_device_name)] = "auto"
+    """``auto`` (CUDA when present, else the CPU), ``cpu``, ``cuda``, ``cuda:K`` or ``mps``. Under
+    torchrun, ``cuda`` and ``auto`` give each process the GPU of its local rank."""
     batch_size: int = Field(128, ge=2)
+    """Graphs per step over all processes: with K processes each generates and scores
+    batch_size / K of them."""
     steps: int = Field(50_000, ge=1)
     """Generator steps; the run also stops at ``max_minutes``."""
     max_minutes: float | None = Field(None, gt=0.0)

@@ -26,7 +26,7 @@ from __future__ import annotations
 import functools
 import math
 from collections import Counter, deque
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import torch
 from rdkit import Chem
@@ -144,10 +144,24 @@ class RewardFunction:
     def __repr__(self) -> str:
         return f"RewardFunction(weights={self.weights}, memory_size={self.memory_size})"
 
-    def __call__(self, smiles: Sequence[str | None]) -> torch.Tensor:
-        """(B,) float32 rewards in [0, 1] for B samples (None = did not sanitize)."""
+    def __call__(
+        self,
+        smiles: Sequence[str | None],
+        *,
+        gather: Callable[[list[str]], list[str]] | None = None,
+    ) -> torch.Tensor:
+        """(B,) float32 rewards in [0, 1] for B samples (None = did not sanitize).
+
+        ``gather`` is for a batch shared by several processes, each scoring its own samples: it
+        takes this process's valid SMILES and returns those of the whole batch, every process's in
+        rank order, the same list everywhere. Repeats then count over the whole batch and every
+        process remembers the same sequence, so the processes do not each rediscover the same
+        molecules. Only the strings travel; each process scores its own molecules.
+        """
         valid = [s is not None and _cached_validity(s) for s in smiles]
-        batch_counts = Counter(s for s, ok in zip(smiles, valid, strict=True) if ok)
+        mine = [s for s, ok in zip(smiles, valid, strict=True) if ok]
+        batch = gather(mine) if gather is not None else mine
+        batch_counts = Counter(batch)
         w = self.weights
         score_weights = [(k, w[k]) for k in SCORED_COMPONENTS if k in w]
         rewards = []
@@ -161,7 +175,7 @@ class RewardFunction:
             if "uniqueness" in w:
                 total += w["uniqueness"] / (batch_counts[s] + self._memory_counts[s])
             rewards.append(total / self._total_weight)
-        self._remember(s for s, ok in zip(smiles, valid, strict=True) if ok)
+        self._remember(batch)
         # Rounding in the weighted mean may overshoot 1 by an ulp.
         return torch.tensor(rewards, dtype=torch.float32).clamp_(0.0, 1.0)
 

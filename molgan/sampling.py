@@ -25,6 +25,7 @@ from molgan.checkpoint import (
 )
 from molgan.chem import Vocab, decode_and_validate, sanitized_mol
 from molgan.config import Config, ConfigError, SamplingConfig, config_from_dict
+from molgan.device import graphs_to_host, resolve_device
 from molgan.models import Generator, build_generator
 from molgan.sampling_settings import SamplingMode, SamplingSettings
 
@@ -45,14 +46,18 @@ class Sample:
         return sanitized_mol(self.smiles)
 
 
-def generator_from_checkpoint(ckpt: Checkpoint) -> tuple[Generator, Config, Vocab]:
-    """Rebuild the generator from a checkpoint's own metadata and load its weights."""
+def generator_from_checkpoint(
+    ckpt: Checkpoint, device: torch.device | None = None
+) -> tuple[Generator, Config, Vocab]:
+    """Rebuild the generator from a checkpoint's own metadata, on ``device`` (``None``: the CPU),
+    and load its weights."""
     try:
         config = config_from_dict(ckpt.meta["config"])
         vocab = Vocab.from_dict(ckpt.meta["vocab"])
     except (KeyError, ValueError, ConfigError) as exc:
         raise CheckpointError(f"{ckpt.path}: metadata lacks a usable config or vocabulary: {exc}") from None
     generator = build_generator(config.model, vocab.max_atoms, vocab.num_atom_types, vocab.num_bond_types)
+    generator.to(device if device is not None else "cpu")
     load_state(generator, ckpt.state_dict("generator"), f"generator weights in {ckpt.path}")
     generator.eval()
     return generator, config, vocab
@@ -67,12 +72,23 @@ class MoleculeSampler:
         self.config = config
         self.meta = meta
 
+    @property
+    def device(self) -> torch.device:
+        """Where the generator runs and its noise is drawn."""
+        return self.generator.atom_head.weight.device
+
     @classmethod
-    def load(cls, model: str | Path | None = None) -> MoleculeSampler:
+    def load(cls, model: str | Path | None = None, *, device: str = "cpu") -> MoleculeSampler:
         """From a bundled model's name (``"qm9"``) or a checkpoint file; ``None`` is the default
-        bundled model. See ``molgan.checkpoint.resolve_checkpoint``."""
-        ckpt = load_checkpoint(resolve_checkpoint(model))
-        generator, config, vocab = generator_from_checkpoint(ckpt)
+        bundled model (see ``molgan.checkpoint.resolve_checkpoint``). The generator runs on
+        ``device`` (a name of ``molgan.device``; DeviceError if this machine lacks it).
+
+        On the CPU a seed gives the same molecules on every machine; another device draws other
+        random numbers, hence other molecules.
+        """
+        where = resolve_device(device)
+        ckpt = load_checkpoint(resolve_checkpoint(model), map_location=where)
+        generator, config, vocab = generator_from_checkpoint(ckpt, where)
         return cls(generator, vocab, config, ckpt.meta)
 
     @property
@@ -122,19 +138,19 @@ class MoleculeSampler:
         settings: SamplingSettings | None = None,
         batch_size: int = 2048,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """n integer graphs: atoms (n, N) and bonds (n, N, N), uint8, sampled with ``settings``
-        (``None``: the checkpoint's defaults)."""
+        """n integer graphs: atoms (n, N) and bonds (n, N, N), uint8 on the CPU, sampled with
+        ``settings`` (``None``: the checkpoint's defaults)."""
         if n < 0:
             raise ValueError(f"n must be >= 0, got {n}")
         use = settings if settings is not None else self.settings()
-        rng = torch.Generator().manual_seed(secrets.randbits(63) if seed is None else seed)
+        rng = torch.Generator(self.device).manual_seed(secrets.randbits(63) if seed is None else seed)
         n_atoms = self.vocab.max_atoms
         atoms = torch.empty(n, n_atoms, dtype=torch.uint8)
         bonds = torch.empty(n, n_atoms, n_atoms, dtype=torch.uint8)
         for start in range(0, n, batch_size):
             stop = min(start + batch_size, n)
             logits = self.generator(self.generator.noise(stop - start, rng))
-            atoms[start:stop], bonds[start:stop] = logits.sample(use, rng)
+            atoms[start:stop], bonds[start:stop] = graphs_to_host(*logits.sample(use, rng))
         return atoms, bonds
 
     def sample(

@@ -196,14 +196,16 @@ def test_config_is_frozen() -> None:
 
 def test_config_is_a_leaf_module() -> None:
     # A fresh interpreter: the test session has long imported the rest of the package. The only
-    # molgan module config may use is the sampling rules, itself a leaf.
+    # molgan modules config may use are the sampling rules and the device names, leaves both.
     code = (
         "import sys, molgan.config\n"
         "print(sorted(m for m in sys.modules if m.startswith('molgan')))\n"
         "print(sorted(m for m in ('torch', 'rdkit', 'numpy') if m in sys.modules))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.splitlines() == ["['molgan', 'molgan.config', 'molgan.sampling_settings']", "[]"]
+    assert out.splitlines() == [
+        "['molgan', 'molgan.config', 'molgan.device', 'molgan.sampling_settings']", "[]"
+    ]
 
 
 def test_option_names_agree_with_the_modules_that_implement_them() -> None:

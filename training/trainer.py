@@ -13,6 +13,10 @@ One generator step (``Trainer.train_step``):
 
 All randomness comes from one ``torch.Generator`` seeded by ``train.seed`` (its state is
 checkpointed), so a run and its resumption are reproducible on the CPU.
+
+Under torchrun (``molgan.training.distributed``) each of K processes runs this same loop on
+``batch_size / K`` graphs with its own generator; DDP averages the gradients, so that every
+update is the one of the whole batch. Rank 0 alone writes files and evaluates.
 """
 
 from __future__ import annotations
@@ -23,24 +27,26 @@ import math
 import signal
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import AbstractContextManager, contextmanager, nullcontext, suppress
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import torch
 import torch.nn.functional as F
 import yaml
 
 from molgan.checkpoint import Checkpoint, CheckpointError, CheckpointWriter, load_checkpoint, load_state
-from molgan.chem import Vocab, decode_batch
+from molgan.chem import Vocab, decode_and_validate, decode_batch
 from molgan.config import Config, ConfigError, config_from_dict
 from molgan.data import MolDataset, dataset_from_config
+from molgan.device import DeviceError, graphs_to_host, resolve_device
 from molgan.gumbel import temperature
 from molgan.metrics import evaluate_smiles
 from molgan.models import GraphLogits, Graphs, build_discriminator, build_generator, build_reward_network
 from molgan.rewards import RewardFunction
 from molgan.sampling_settings import SamplingSettings
+from molgan.training.distributed import Processes, parameter_digest, rank_seed
 from molgan.training.progress import Progress
 from molgan.training.rl import RL_ESTIMATORS, RLTerm
 from molgan.training.run_dir import RunDir
@@ -48,16 +54,15 @@ from molgan.training.run_dir import RunDir
 log = logging.getLogger(__name__)
 
 
-def gradient_penalty(
-    critic: torch.nn.Module, real: Graphs, fake: Graphs, generator: torch.Generator
-) -> torch.Tensor:
-    """WGAN-GP: ``mean((||grad_x D(x)|| - 1)^2)`` at random interpolates of real and fake graphs.
+def gradient_penalty(critic: torch.nn.Module, real: Graphs, fake: Graphs, eps: torch.Tensor) -> torch.Tensor:
+    """WGAN-GP: ``mean((||grad_x D(x)|| - 1)^2)`` at the interpolates ``eps * real + (1 - eps) *
+    fake`` of B real and fake graphs, ``eps`` (B,) uniform in [0, 1] (one weight per graph).
 
     The norm is taken over a graph's atoms and bonds together (per pack with PacGAN). A small
     epsilon inside the square root keeps its gradient finite where the critic's gradient is 0.
     """
     b = real.atoms.shape[0]
-    eps = torch.rand(b, 1, 1, generator=generator, device=real.atoms.device)
+    eps = eps.view(b, 1, 1)
     atoms = (eps * real.atoms + (1 - eps) * fake.atoms).requires_grad_(True)
     bonds = (eps.unsqueeze(-1) * real.bonds + (1 - eps.unsqueeze(-1)) * fake.bonds).requires_grad_(True)
     score = critic(atoms, bonds)
@@ -71,10 +76,27 @@ def gradient_penalty(
     return (norm - 1).pow(2).mean()
 
 
+def critic_loss(
+    critic: torch.nn.Module, real: Graphs, fake: Graphs, eps: torch.Tensor, gp_weight: float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The critic's WGAN-GP loss ``D(fake) - D(real) + gp_weight * GP`` on B real and B fake
+    graphs (``eps`` (B,): see ``gradient_penalty``), with the Wasserstein estimate and the
+    penalty. All are means over the batch, so with several processes DDP's average of their
+    gradients is the gradient of the whole batch's loss."""
+    d_real = critic(real.atoms, real.bonds).mean()
+    d_fake = critic(fake.atoms, fake.bonds).mean()
+    gp = gradient_penalty(critic, real, fake, eps)
+    return d_fake - d_real + gp_weight * gp, d_real - d_fake, gp
+
+
 def mode_seeking_ratio(z: torch.Tensor, logits: GraphLogits) -> torch.Tensor:
     """Mean of ``d(p(z1), p(z2)) / d(z1, z2)`` (mean absolute differences) over the two halves of a
     batch, where ``p`` are the per-choice probabilities: large when nearby noise vectors give
-    different graphs."""
+    different graphs.
+
+    With several processes each pairs the halves of its own share: the average over processes is
+    this ratio for the whole batch ordered as every process's first half, then every second half.
+    """
     half = z.shape[0] // 2
     probs = torch.cat([F.softmax(logits.atoms, -1).flatten(1), F.softmax(logits.pairs, -1).flatten(1)], 1)
     d_out = (probs[:half] - probs[half : 2 * half]).abs().mean(1)
@@ -102,7 +124,11 @@ class TrainState:
 
 
 class Trainer:
-    """Builds data, models and optimisers from a ``Config`` and trains into ``run_dir``."""
+    """Builds data, models and optimisers from a ``Config`` and trains into ``run_dir``.
+
+    ``processes``: this process's place among the training processes (``distributed.start``);
+    ``None`` is a single process on ``train.device``.
+    """
 
     def __init__(
         self,
@@ -111,30 +137,51 @@ class Trainer:
         *,
         dataset: MolDataset | None = None,
         progress: bool = True,
+        processes: Processes | None = None,
     ) -> None:
         self.config = config
         self.run = RunDir(run_dir)
-        self.progress = progress
         cfg = config.train
+        if processes is None:
+            try:
+                processes = Processes(resolve_device(cfg.device))
+            except DeviceError as exc:
+                raise ConfigError(f"train.device: {exc}") from None
+        self.processes = processes
+        self.device = processes.device
+        self.progress = progress and processes.is_main
+        self.local_batch = local_batch_size(config, processes.world_size)
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
-        torch.manual_seed(cfg.seed)  # only dropout draws from the global generator
-        self.rng = torch.Generator().manual_seed(cfg.seed)
+        torch.manual_seed(cfg.seed)  # every process builds the same models; then only dropout draws
+        # Each process has its own stream; a single process is seeded by train.seed itself.
+        seed = cfg.seed if processes.world_size == 1 else rank_seed(cfg.seed, 0, processes.rank)
+        self.rng = torch.Generator(self.device).manual_seed(seed)
 
         data = dataset if dataset is not None else dataset_from_config(config.data)
         self.vocab: Vocab = data.vocab
         train_idx, _, _ = data.split(config.data.split_seed, config.data.fractions)
-        self.train_atoms = data.atoms[train_idx].long()
-        self.train_bonds = data.bonds[train_idx].long()
+        self.train_atoms = data.atoms[train_idx].long().to(self.device)
+        self.train_bonds = data.bonds[train_idx].long().to(self.device)
         # Canonical SMILES of the training rows (row i of train_atoms is train_smiles_by_row[i]).
         self.train_smiles_by_row = [data.smiles[i] for i in train_idx.tolist()]
         self.train_smiles = frozenset(self.train_smiles_by_row)
 
         a, e, n = self.vocab.num_atom_types, self.vocab.num_bond_types, self.vocab.max_atoms
-        self.generator = build_generator(config.model, n, a, e)
-        self.discriminator = build_discriminator(config.model, a, e)
+        self.generator = build_generator(config.model, n, a, e).to(self.device)
+        self.discriminator = build_discriminator(config.model, a, e).to(self.device)
         uses_reward_net = cfg.rl_estimator == "reward_net" and cfg.lam < 1.0
-        self.reward_net = build_reward_network(config.model, a, e) if uses_reward_net else None
+        self.reward_net = (
+            build_reward_network(config.model, a, e).to(self.device) if uses_reward_net else None
+        )
+        if seed != cfg.seed:
+            torch.manual_seed(seed)  # dropout masks differ between processes
+        # The losses that train each model go through these (DDP with several processes: their
+        # gradients are averaged); other uses, without gradients or whose gradients are thrown
+        # away, call the models themselves.
+        self.ddp_generator = processes.wrap(self.generator)
+        self.ddp_critic = processes.wrap(self.discriminator)
+        self.ddp_reward = processes.wrap(self.reward_net) if self.reward_net is not None else None
         self.reward_fn = RewardFunction(config.reward.weights, memory_size=config.reward.memory_size)
         # Real molecules must not enter the generated-sample memory of the uniqueness reward.
         self.real_reward_fn = RewardFunction(config.reward.weights)
@@ -148,21 +195,41 @@ class Trainer:
             else None
         )
         self.state = TrainState()
-        self._stop_reason: str | None = None
+        self._signal = 0
 
     @property
     def run_dir(self) -> Path:
         return self.run.path
 
+    @property
+    def modules(self) -> list[torch.nn.Module]:
+        """The trained models, in a fixed order."""
+        return [m for m in (self.generator, self.discriminator, self.reward_net) if m is not None]
+
     # ----------------------------------------------------------------------------------- data
     def real_batch(self) -> tuple[Graphs, torch.Tensor]:
-        """A random batch of training graphs and their row indices (B,)."""
-        cfg = self.config.train
-        idx = torch.randint(len(self.train_atoms), (cfg.batch_size,), generator=self.rng)
+        """A random batch of training graphs and their row indices (B,).
+
+        Each process draws its share with its own generator, from the whole training split: the
+        rows are drawn with replacement, so shares need no partition of the data to be a sample
+        of the same distribution as one process's batch.
+        """
+        idx = torch.randint(
+            len(self.train_atoms), (self.local_batch,), generator=self.rng, device=self.device
+        )
         graphs = Graphs.one_hot(
             self.train_atoms[idx], self.train_bonds[idx], self.vocab.num_atom_types, self.vocab.num_bond_types
         )
         return graphs, idx
+
+    def score(
+        self, atoms: torch.Tensor, bonds: torch.Tensor
+    ) -> tuple[list[str | None], list[bool], torch.Tensor]:
+        """SMILES, strict validity and exact reward (B,), on the device, of integer graphs: atoms
+        (B, N), bonds (B, N, N). RDKit decodes and scores them on the CPU."""
+        smiles, valid = decode_and_validate(*graphs_to_host(atoms, bonds), self.vocab)
+        reward = self.reward_fn(smiles, gather=self.processes.gather_strings)
+        return smiles, valid, reward.to(self.device)
 
     def tau(self) -> float:
         t = self.config.temperature
@@ -173,27 +240,26 @@ class Trainer:
         cfg = self.config.train
         real, _ = self.real_batch()
         with torch.no_grad():
-            logits = self.generator(self.generator.noise(cfg.batch_size, self.rng))
+            logits = self.generator(self.generator.noise(self.local_batch, self.rng))
             fake = logits.relax(self.config.model.estimator, tau, self.rng)
-        d_real = self.discriminator(real.atoms, real.bonds).mean()
-        d_fake = self.discriminator(fake.atoms, fake.bonds).mean()
-        gp = gradient_penalty(self.discriminator, real, fake, self.rng)
-        loss = d_fake - d_real + cfg.gp_weight * gp
+        eps = torch.rand(self.local_batch, generator=self.rng, device=self.device)
+        loss, w_distance, gp = critic_loss(self.ddp_critic, real, fake, eps, cfg.gp_weight)
         self.opt_d.zero_grad(set_to_none=True)
         loss.backward()
         self.opt_d.step()
-        return {"d_loss": loss.item(), "w_distance": (d_real - d_fake).item(), "gp": gp.item()}
+        return {"d_loss": loss.item(), "w_distance": w_distance.item(), "gp": gp.item()}
 
     def reward_step(self, fake: Graphs, fake_reward: torch.Tensor) -> dict[str, float]:
         """Fit the reward network to the exact reward of real and generated graphs."""
-        assert self.reward_net is not None and self.opt_r is not None
+        assert self.ddp_reward is not None and self.opt_r is not None
         real, idx = self.real_batch()
         # The dataset already holds each row's canonical SMILES: no need to decode real graphs.
-        real_reward = self.real_reward_fn([self.train_smiles_by_row[i] for i in idx.tolist()])
+        real_smiles = [self.train_smiles_by_row[i] for i in idx.tolist()]
+        real_reward = self.real_reward_fn(real_smiles, gather=self.processes.gather_strings).to(self.device)
         atoms = torch.cat([real.atoms, fake.atoms.detach()])
         bonds = torch.cat([real.bonds, fake.bonds.detach()])
         target = torch.cat([real_reward, fake_reward])
-        loss = F.mse_loss(self.reward_net(atoms, bonds), target)
+        loss = F.mse_loss(self.ddp_reward(atoms, bonds), target)
         self.opt_r.zero_grad(set_to_none=True)
         loss.backward()
         self.opt_r.step()
@@ -204,10 +270,11 @@ class Trainer:
         cfg = self.config.train
         # Only REINFORCE compares several samples of one noise vector (see train.rl_samples_per_z).
         k = cfg.rl_samples_per_z if cfg.rl_estimator == "reinforce" else 1
-        z = self.generator.noise(cfg.batch_size // k, self.rng).repeat_interleave(k, dim=0)
-        logits = self.generator(z)
+        z = self.generator.noise(self.local_batch // k, self.rng).repeat_interleave(k, dim=0)
+        logits = self.ddp_generator(z)
         fake = logits.relax(self.config.model.estimator, tau, self.rng)
         stats: dict[str, float] = {}
+        # The critic itself, not its DDP wrapper: its gradients here are thrown away.
         wgan = -self.discriminator(fake.atoms, fake.bonds).mean()
         stats["g_wgan"] = wgan.item()
         rl_on = cfg.lam < 1.0 and self.state.step >= cfg.rl_start_step
@@ -231,7 +298,8 @@ class Trainer:
 
     def train_step(self, tau: float) -> dict[str, float]:
         """One step of the loop: ``n_critic`` critic updates, one generator update, then (with a
-        reward network) one reward-network update. Returns the statistics of the last of each."""
+        reward network) one reward-network update. Returns the statistics of the last of each,
+        for this process's share of the batch."""
         stats: dict[str, float] = {}
         for _ in range(self.config.train.n_critic):
             stats = self.critic_step(tau)
@@ -248,12 +316,13 @@ class Trainer:
         """Sample with the configured test-time mode from a fixed seed and score the SMILES."""
         cfg, sampling = self.config.train, self.config.sampling
         self.generator.eval()
-        rng = torch.Generator().manual_seed(cfg.eval_seed)
+        rng = torch.Generator(self.device).manual_seed(cfg.eval_seed)
         results: dict[str, Any] = {}
         logits = self.generator(self.generator.noise(cfg.eval_samples, rng))
         for mode in ("argmax", "gumbel"):
             atoms, bonds = logits.sample(SamplingSettings.resolve(sampling, mode), rng)
-            m = evaluate_smiles(decode_batch(atoms, bonds, self.vocab), self.train_smiles).to_dict()
+            smiles = decode_batch(*graphs_to_host(atoms, bonds), self.vocab)
+            m = evaluate_smiles(smiles, self.train_smiles).to_dict()
             for key in ("validity", "validity_loose", "uniqueness", "novelty", "vun", "qed_mean"):
                 results[f"{mode}_{key}"] = m[key]
         self.generator.train()
@@ -274,20 +343,48 @@ class Trainer:
             "metrics": metrics or {},
         }
 
-    def save(self, path: Path, metrics: dict[str, Any] | None = None, *, full: bool = True) -> Path:
-        """Write a checkpoint: with ``full``, everything needed to resume; else the generator only."""
+    def save_generator(self, path: Path, metrics: dict[str, Any] | None = None) -> Path:
+        """Write the generator alone (what sampling needs): ``best`` and snapshots. Rank 0's job."""
         writer = CheckpointWriter(self.checkpoint_meta(metrics))
         writer.add_module("generator", self.generator)
-        if full:
-            writer.add_module("discriminator", self.discriminator)
-            writer.add_optimizer("generator", self.opt_g)
-            writer.add_optimizer("discriminator", self.opt_d)
-            if self.reward_net is not None and self.opt_r is not None:
-                writer.add_module("reward", self.reward_net)
-                writer.add_optimizer("reward", self.opt_r)
-            writer.add_rng("train", self.rng)
-            writer.tensors["rng.global"] = torch.get_rng_state()
         return writer.write(path)
+
+    def save_checkpoint(self, path: Path, metrics: dict[str, Any] | None = None) -> None:
+        """Write everything needed to resume. Every process calls it: rank 0 gathers each
+        process's random states, checks that all hold the same parameters, and writes.
+
+        The random states of rank r are ``rng.train.r`` and ``rng.global.r`` (rank 0's without the
+        suffix, as a single process writes them); ``processes`` in the metadata says how many
+        processes on which kind of device wrote them, and the parameter checksum of each.
+        """
+        states = self.processes.gather_tensors(self.rng.get_state())
+        global_states = self.processes.gather_tensors(torch.get_rng_state())
+        digests = self.processes.gather_objects(parameter_digest(self.modules))
+        if len(set(digests)) > 1:
+            raise RuntimeError(
+                f"the processes hold different parameters at step {self.state.step}: {digests}"
+            )
+        if not self.processes.is_main:
+            return
+        meta = self.checkpoint_meta(metrics) | {
+            "processes": {
+                "world_size": self.processes.world_size,
+                "rng_device": self.device.type,
+                "parameters_sha256": digests,
+            }
+        }
+        writer = CheckpointWriter(meta)
+        writer.add_module("generator", self.generator)
+        writer.add_module("discriminator", self.discriminator)
+        writer.add_optimizer("generator", self.opt_g)
+        writer.add_optimizer("discriminator", self.opt_d)
+        if self.reward_net is not None and self.opt_r is not None:
+            writer.add_module("reward", self.reward_net)
+            writer.add_optimizer("reward", self.opt_r)
+        for rank, (state, global_state) in enumerate(zip(states, global_states, strict=True)):
+            writer.tensors[f"rng.{_rank_name('train', rank)}"] = state
+            writer.tensors[f"rng.{_rank_name('global', rank)}"] = global_state
+        writer.write(path)
 
     def restore(self, ckpt: Checkpoint) -> None:
         try:
@@ -306,15 +403,37 @@ class Trainer:
             raise CheckpointError(f"{ckpt.path}: vocabulary differs from this run's dataset")
         load_state(self.generator, ckpt.state_dict("generator"), "generator")
         load_state(self.discriminator, ckpt.state_dict("discriminator"), "discriminator")
+        # Optimiser states move to the device of their parameters as they load.
         self.opt_g.load_state_dict(ckpt.optimizer_state("generator"))
         self.opt_d.load_state_dict(ckpt.optimizer_state("discriminator"))
         if self.reward_net is not None and self.opt_r is not None:
             load_state(self.reward_net, ckpt.state_dict("reward"), "reward network")
             self.opt_r.load_state_dict(ckpt.optimizer_state("reward"))
-        self.rng.set_state(ckpt.rng_state("train"))
-        torch.set_rng_state(ckpt.rng_state("global"))
+        # The memory is the same on every process (see RewardFunction), so one copy serves all.
         self.reward_fn.load_memory_state(memory)
         self.state = train_state
+        self._restore_random_state(ckpt)
+
+    def _restore_random_state(self, ckpt: Checkpoint) -> None:
+        """Each process's generator states as saved, when this run has as many processes on the
+        same kind of device; else fresh streams from the seed, the step and the rank."""
+        saved = ckpt.meta.get("processes", {})
+        saved_world, saved_device = saved.get("world_size", 1), saved.get("rng_device", "cpu")
+        rank = self.processes.rank
+        if saved_world == self.processes.world_size and saved_device == self.device.type:
+            self.rng.set_state(ckpt.rng_state(_rank_name("train", rank)))
+            torch.set_rng_state(ckpt.rng_state(_rank_name("global", rank)))
+            return
+        if self.processes.is_main:
+            log.info(
+                "%s was written by %d process(es) on %s, this run has %d on %s: random streams "
+                "restart from the seed and step %d",
+                ckpt.path, saved_world, saved_device, self.processes.world_size, self.device.type,
+                self.state.step,
+            )
+        seed = rank_seed(self.config.train.seed, self.state.step, rank)
+        self.rng.manual_seed(seed)
+        torch.manual_seed(seed)
 
     # ------------------------------------------------------------------------------------ loop
     @contextmanager
@@ -322,7 +441,7 @@ class Trainer:
         """Ctrl-C / SIGTERM finish the current step, then the loop saves and returns."""
 
         def handler(signum: int, _frame: Any) -> None:
-            self._stop_reason = signal.Signals(signum).name
+            self._signal = signum
 
         previous = {}
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -335,17 +454,22 @@ class Trainer:
                 signal.signal(sig, old)
 
     def train(self) -> dict[str, Any]:
+        """Train up to ``train.steps`` or ``train.max_minutes``. With several processes, every one
+        calls this; they agree after each step whether to stop, so they stop after the same one."""
         cfg = self.config.train
-        self.run.path.mkdir(parents=True, exist_ok=True)
-        self.run.config.write_text(yaml.safe_dump(self.config.model_dump(mode="json")))
+        main = self.processes.is_main
+        if main:
+            self.run.path.mkdir(parents=True, exist_ok=True)
+            self.run.config.write_text(yaml.safe_dump(self.config.model_dump(mode="json")))
         budget_s = cfg.max_minutes * 60 if cfg.max_minutes else None
         started = time.monotonic() - self.state.elapsed_s
         deadline = started + budget_s if budget_s else math.inf
         last_eval: dict[str, Any] = {}
+        stopped_by: str | None = None
         progress = Progress(
             cfg.steps, budget_s, step=self.state.step, elapsed_s=self.state.elapsed_s, enabled=self.progress
         )
-        with self._graceful_stop(), self.run.metrics.open("a") as metrics_file:
+        with self._graceful_stop(), self._metrics_file() as metrics_file:
             while self.state.step < cfg.steps:
                 tau = self.tau()
                 stats = self.train_step(tau)
@@ -354,37 +478,75 @@ class Trainer:
                 step = self.state.step
                 progress.advance(step, self.state.elapsed_s)
                 if step % cfg.log_every == 0:
+                    stats = self.processes.mean_stats(stats)
                     record = {"step": step, "tau": tau, "elapsed_s": round(self.state.elapsed_s, 2)}
-                    metrics_file.write(json.dumps(record | stats) + "\n")
+                    if main:
+                        metrics_file.write(json.dumps(record | stats) + "\n")
                     progress.show(stats, last_eval)
-                out_of_time = time.monotonic() >= deadline
-                if step % cfg.eval_every == 0 or step == cfg.steps or out_of_time or self._stop_reason:
-                    last_eval = self.evaluate()
-                    metrics_file.write(json.dumps({"step": step, "eval": last_eval}) + "\n")
-                    metrics_file.flush()
-                    if cfg.keep_snapshots:
-                        self.save(self.run.snapshot(step), last_eval, full=False)
-                    if last_eval["score"] > self.state.best_score:
-                        self.state.best_score, self.state.best_step = last_eval["score"], step
-                        self.save(self.run.best, last_eval, full=False)
-                if step % cfg.checkpoint_every == 0 or step == cfg.steps or out_of_time or self._stop_reason:
-                    self.save(self.run.last, last_eval)
-                if self._stop_reason or out_of_time:
-                    log.info("stopping at step %d (%s)", step, self._stop_reason or "time limit")
+                signum, out_of_time = self.processes.agree_to_stop(self._signal, time.monotonic() >= deadline)
+                stopped_by = signal.Signals(signum).name if signum else None
+                stop = bool(signum) or out_of_time
+                if step % cfg.eval_every == 0 or step == cfg.steps or stop:
+                    if main:
+                        last_eval = self.evaluate()
+                        metrics_file.write(json.dumps({"step": step, "eval": last_eval}) + "\n")
+                        metrics_file.flush()
+                        if cfg.keep_snapshots:
+                            self.save_generator(self.run.snapshot(step), last_eval)
+                        if last_eval["score"] > self.state.best_score:
+                            self.state.best_score, self.state.best_step = last_eval["score"], step
+                            self.save_generator(self.run.best, last_eval)
+                    self.processes.barrier()
+                if step % cfg.checkpoint_every == 0 or step == cfg.steps or stop:
+                    self.save_checkpoint(self.run.last, last_eval)
+                if stop:
+                    log.info("stopping at step %d (%s)", step, stopped_by or "time limit")
                     break
+            self.processes.barrier()  # the others leave once rank 0 has written the last checkpoint
         progress.close()
-        return {"step": self.state.step, "stopped_by": self._stop_reason, "last_eval": last_eval}
+        return {"step": self.state.step, "stopped_by": stopped_by, "last_eval": last_eval}
+
+    def _metrics_file(self) -> AbstractContextManager[IO[str] | None]:
+        """``metrics.jsonl`` opened for appending on rank 0; ``None`` on the other processes."""
+        return self.run.metrics.open("a") if self.processes.is_main else nullcontext()
+
+
+def _rank_name(name: str, rank: int) -> str:
+    """Checkpoint name of a process's random state: rank 0's is the name itself."""
+    return name if rank == 0 else f"{name}.{rank}"
+
+
+def local_batch_size(config: Config, world_size: int) -> int:
+    """Graphs each of ``world_size`` processes generates per step: ``train.batch_size`` split
+    evenly, in whole REINFORCE groups and PacGAN packs, at least 2 (the mode-seeking term pairs
+    halves). ConfigError naming the settings otherwise."""
+    cfg = config.train
+    k = cfg.rl_samples_per_z if cfg.rl_estimator == "reinforce" else 1
+    unit = math.lcm(k, config.model.pack)
+    share = cfg.batch_size // world_size
+    if cfg.batch_size % world_size or share % unit or share < 2:
+        raise ConfigError(
+            f"train.batch_size ({cfg.batch_size}) must split over {world_size} processes into equal "
+            f"shares of at least 2 graphs that are multiples of train.rl_samples_per_z ({k}) and "
+            f"model.pack ({config.model.pack})"
+        )
+    return share
 
 
 def resume_trainer(run_dir: str | Path, overrides: list[str] | None = None, **kwargs: Any) -> Trainer:
     """A trainer for ``run_dir`` restored from its last checkpoint (same config; ``overrides``
     may change run-length settings such as ``train.steps`` or ``train.max_minutes``)."""
+    config, ckpt = load_resume(run_dir, overrides)
+    trainer = Trainer(config, run_dir, **kwargs)
+    trainer.restore(ckpt)
+    return trainer
+
+
+def load_resume(run_dir: str | Path, overrides: list[str] | None = None) -> tuple[Config, Checkpoint]:
+    """The config of the run in ``run_dir`` with ``overrides``, and its last checkpoint."""
     ckpt = load_checkpoint(RunDir(run_dir).last)
     try:
         config_from_dict(ckpt.meta.get("config"))
     except ConfigError as exc:
         raise CheckpointError(f"{ckpt.path} holds no usable config: {exc}") from None
-    config = config_from_dict(ckpt.meta["config"], overrides)
-    trainer = Trainer(config, run_dir, **kwargs)
-    trainer.restore(ckpt)
-    return trainer
+    return config_from_dict(ckpt.meta["config"], overrides), ckpt

@@ -113,12 +113,14 @@ def _properties_of(sample: Sample) -> dict[str, float]:
     return properties(sample.smiles)
 
 
-def load(model: str | Path = "qm9") -> Model:
-    """A bundled model by name (``molgan.bundled_models()``) or any checkpoint file by path.
+def load(model: str | Path = "qm9", *, device: str = "cpu") -> Model:
+    """A bundled model by name (``molgan.bundled_models()``) or any checkpoint file by path, its
+    generator on ``device`` (``cpu``, ``auto``, ``cuda``, ``cuda:K`` or ``mps``).
 
-    Raises ``CheckpointError`` (a ValueError) for an unknown name or an unusable file.
+    Raises ``CheckpointError`` (a ValueError) for an unknown name or an unusable file, and
+    ``DeviceError`` (a ValueError) for a device this machine lacks.
     """
-    return Model(MoleculeSampler.load(model))
+    return Model(MoleculeSampler.load(model, device=device))
 
 
 def evaluate(

@@ -80,6 +80,19 @@ def _fail(message: str) -> typer.Exit:
     return typer.Exit(code=2)
 
 
+def _exec_torchrun(processes: int, args: list[str]) -> None:
+    """Replace this process with ``torchrun --standalone`` running ``molgan ARGS`` ``processes`` times."""
+    import os
+    import sys
+
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+               f"--nproc_per_node={processes}", "-m", "molgan", *args]
+    logging.getLogger("molgan").info("starting %d training processes: %s", processes, " ".join(command[1:]))
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, command)
+
+
 @app.command()
 def train(
     config: Annotated[Path | None, typer.Option("--config", "-c", help="YAML config (see configs/).")] = None,
@@ -107,6 +120,7 @@ def train(
     Under torchrun (torchrun --nproc_per_node=K -m molgan train ...) K processes share each
     batch; rank 0 writes the run directory.
     """
+    import os
     import time
     from contextlib import ExitStack
 
@@ -138,6 +152,16 @@ def train(
             target = run_dir or Path("runs") / f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     except (ConfigError, CheckpointError, FileNotFoundError, ValueError) as exc:
         raise _fail(str(exc)) from None
+    if cfg.train.processes > 1 and "WORLD_SIZE" not in os.environ:
+        # The same command, run by torchrun's processes in place of this one: torchrun then
+        # receives Ctrl-C and SIGTERM and hands them on. Every process gets the run directory
+        # chosen here, not a time stamp of its own.
+        where = ["--resume", str(resume)] if resume is not None else ["--run-dir", str(target)]
+        _exec_torchrun(cfg.train.processes, [
+            "train", *(["--config", str(config)] if config is not None else []), *where,
+            *(arg for override in extra for arg in ("--set", override)),
+            "--progress" if progress else "--no-progress",
+        ])
     with ExitStack() as stack:
         try:
             processes = stack.enter_context(start(cfg.train.device))

@@ -119,7 +119,11 @@ class TrainConfig(_Section):
     """Generator steps; the run also stops at ``max_minutes``."""
     max_minutes: float | None = Field(None, gt=0.0)
     threads: int | None = Field(None, ge=1)
-    """torch intra-op threads (``None``: torch's default)."""
+    """torch intra-op threads of each process (``None``: torch's default)."""
+    processes: int = Field(1, ge=1)
+    """Training processes on this machine. With more than one, ``molgan train`` starts them
+    itself under torchrun (``--standalone``), each training its share of every batch; a run
+    started by torchrun has its processes already and ignores this."""
     lr_generator: float = Field(1e-3, gt=0.0)
     lr_discriminator: float = Field(1e-3, gt=0.0)
     lr_reward: float = Field(1e-3, gt=0.0)

@@ -317,3 +317,20 @@ def test_sigterm_to_torchrun_stops_every_process_after_the_same_step(
     # The same seed and number of processes give the same metrics.
     first = training_records(torchrun_run[0])
     assert {step: training_records(run_dir)[step] for step in first} == first
+
+
+@pytest.mark.slow
+def test_train_processes_starts_the_processes_itself(
+    torchrun_run: tuple[Path, str], tmp_path: Path, small_smiles_path: Path
+) -> None:
+    # A plain `molgan train` whose config asks for two processes runs as torchrun would.
+    run_dir = tmp_path / "run"
+    command = [sys.executable, "-m", "molgan", "train",
+               *debug_options(run_dir, small_smiles_path, "train.steps=8", f"train.processes={WORLD}")]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=240, env=torchrun_env())
+    assert done.returncode == 0, done.stderr
+    assert f"starting {WORLD} training processes" in done.stderr
+    assert done.stdout.count("run: ") == 1 and f"run: {run_dir} step 8" in done.stdout
+    assert load_checkpoint(run_dir / LAST).meta["processes"]["world_size"] == WORLD
+    # The same seed and number of processes as the torchrun run: the same metrics.
+    assert training_records(run_dir) == training_records(torchrun_run[0])

@@ -104,6 +104,7 @@ def train(
     from molgan.checkpoint import CheckpointError
     from molgan.config import ConfigError, load_config
     from molgan.training.report import write_report
+    from molgan.training.tensorboard import TensorBoardLog, require_tensorboard
     from molgan.training.trainer import Trainer, resume_trainer
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -119,10 +120,14 @@ def train(
             cfg = load_config(config, extra)
             target = run_dir or Path("runs") / f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}"
             trainer = Trainer(cfg, target, progress=progress)
+        if trainer.config.train.tensorboard:
+            require_tensorboard()  # before the first step, not after it
     except (ConfigError, CheckpointError, FileNotFoundError, ValueError) as exc:
         raise _fail(str(exc)) from None
     result = trainer.train()
     write_report(trainer.run_dir)
+    with TensorBoardLog(trainer.run_dir, enabled=trainer.config.train.tensorboard) as board:
+        board.picture("molecules", result["step"], trainer.run.molecules)
     typer.echo(f"run: {trainer.run_dir} step {result['step']}" + (
         f" (stopped by {result['stopped_by']})" if result["stopped_by"] else ""))
 

@@ -44,6 +44,7 @@ from molgan.sampling_settings import SamplingSettings
 from molgan.training.progress import Progress
 from molgan.training.rl import RL_ESTIMATORS, RLTerm
 from molgan.training.run_dir import RunDir
+from molgan.training.tensorboard import TensorBoardLog
 
 log = logging.getLogger(__name__)
 
@@ -345,7 +346,8 @@ class Trainer:
         progress = Progress(
             cfg.steps, budget_s, step=self.state.step, elapsed_s=self.state.elapsed_s, enabled=self.progress
         )
-        with self._graceful_stop(), self.run.metrics.open("a") as metrics_file:
+        board = TensorBoardLog(self.run.path, enabled=cfg.tensorboard, purge_from=self.state.step + 1)
+        with self._graceful_stop(), self.run.metrics.open("a") as metrics_file, board:
             while self.state.step < cfg.steps:
                 tau = self.tau()
                 stats = self.train_step(tau)
@@ -356,11 +358,13 @@ class Trainer:
                 if step % cfg.log_every == 0:
                     record = {"step": step, "tau": tau, "elapsed_s": round(self.state.elapsed_s, 2)}
                     metrics_file.write(json.dumps(record | stats) + "\n")
+                    board.scalars("train", step, record | stats)
                     progress.show(stats, last_eval)
                 out_of_time = time.monotonic() >= deadline
                 if step % cfg.eval_every == 0 or step == cfg.steps or out_of_time or self._stop_reason:
                     last_eval = self.evaluate()
                     metrics_file.write(json.dumps({"step": step, "eval": last_eval}) + "\n")
+                    board.scalars("eval", step, last_eval)
                     metrics_file.flush()
                     if cfg.keep_snapshots:
                         self.save(self.run.snapshot(step), last_eval, full=False)

@@ -129,6 +129,7 @@ def train(
     from molgan.device import DeviceError, check_device_name
     from molgan.training.distributed import start
     from molgan.training.report import write_report
+    from molgan.training.tensorboard import TensorBoardLog, require_tensorboard
     from molgan.training.trainer import Trainer, load_resume
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -150,6 +151,8 @@ def train(
         else:
             cfg, checkpoint = load_config(config, extra), None
             target = run_dir or Path("runs") / f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+        if cfg.train.tensorboard:
+            require_tensorboard()  # before any process starts, not after the first step
     except (ConfigError, CheckpointError, FileNotFoundError, ValueError) as exc:
         raise _fail(str(exc)) from None
     if cfg.train.processes > 1 and "WORLD_SIZE" not in os.environ:
@@ -177,6 +180,8 @@ def train(
         result = trainer.train()
         if processes.is_main:
             write_report(trainer.run_dir)
+            with TensorBoardLog(trainer.run_dir, enabled=trainer.config.train.tensorboard) as board:
+                board.picture("molecules", result["step"], trainer.run.molecules)
             typer.echo(f"run: {trainer.run_dir} step {result['step']}" + (
                 f" (stopped by {result['stopped_by']})" if result["stopped_by"] else ""))
 

@@ -153,6 +153,9 @@ class TrainConfig(_Section):
     """Also save the generator at every evaluation as ``snapshots/step-XXXXXXX.safetensors``, to
     choose a checkpoint afterwards on other samples than the evaluation's."""
     log_every: int = Field(50, ge=1)
+    tensorboard: bool = False
+    """Also write the logged scalars and the sample grid as TensorBoard events into the run
+    directory (needs the optional extra ``tensorboard``); ``metrics.jsonl`` stays the record."""
 
     @property
     def eval_seed(self) -> int:

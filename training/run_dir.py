@@ -7,6 +7,7 @@
         best.safetensors                  the generator with the best evaluation score
         snapshots/step-0001000.safetensors  the generator at every evaluation (train.keep_snapshots)
         curves.png, molecules.png         pictures of the run
+        events.out.tfevents.*             TensorBoard events (train.tensorboard)
 
 The trainer writes these files, the report and ``scripts/select_checkpoint.py`` read them; all
 of them find the files through ``RunDir``.

@@ -50,6 +50,7 @@ from molgan.training.distributed import Processes, parameter_digest, rank_seed
 from molgan.training.progress import Progress
 from molgan.training.rl import RL_ESTIMATORS, RLTerm
 from molgan.training.run_dir import RunDir
+from molgan.training.tensorboard import TensorBoardLog
 
 log = logging.getLogger(__name__)
 
@@ -469,7 +470,10 @@ class Trainer:
         progress = Progress(
             cfg.steps, budget_s, step=self.state.step, elapsed_s=self.state.elapsed_s, enabled=self.progress
         )
-        with self._graceful_stop(), self._metrics_file() as metrics_file:
+        board = TensorBoardLog(
+            self.run.path, enabled=main and cfg.tensorboard, purge_from=self.state.step + 1
+        )
+        with self._graceful_stop(), self._metrics_file() as metrics_file, board:
             while self.state.step < cfg.steps:
                 tau = self.tau()
                 stats = self.train_step(tau)
@@ -482,6 +486,7 @@ class Trainer:
                     record = {"step": step, "tau": tau, "elapsed_s": round(self.state.elapsed_s, 2)}
                     if main:
                         metrics_file.write(json.dumps(record | stats) + "\n")
+                        board.scalars("train", step, record | stats)
                     progress.show(stats, last_eval)
                 signum, out_of_time = self.processes.agree_to_stop(self._signal, time.monotonic() >= deadline)
                 stopped_by = signal.Signals(signum).name if signum else None
@@ -490,6 +495,7 @@ class Trainer:
                     if main:
                         last_eval = self.evaluate()
                         metrics_file.write(json.dumps({"step": step, "eval": last_eval}) + "\n")
+                        board.scalars("eval", step, last_eval)
                         metrics_file.flush()
                         if cfg.keep_snapshots:
                             self.save_generator(self.run.snapshot(step), last_eval)

@@ -82,8 +82,10 @@ class Model:
         ).samples
         if not properties:
             return found
+        # Generated molecules repeat; each distinct one is described once.
+        described: dict[str, dict[str, float]] = {}
         return [
-            dataclasses.replace(s, properties=_properties_of(s)) if s.valid else s for s in found
+            dataclasses.replace(s, properties=_properties_of(s, described)) if s.valid else s for s in found
         ]
 
     def evaluate(
@@ -108,9 +110,11 @@ class Model:
         return evaluate_smiles(list(smiles), training, reference_smiles=test, compute_fcd=fcd).to_dict()
 
 
-def _properties_of(sample: Sample) -> dict[str, float]:
+def _properties_of(sample: Sample, described: dict[str, dict[str, float]]) -> dict[str, float]:
     assert sample.smiles is not None  # a valid sample has a SMILES
-    return properties(sample.smiles)
+    if sample.smiles not in described:
+        described[sample.smiles] = properties(sample.smiles)
+    return dict(described[sample.smiles])  # a record of its own per sample
 
 
 def load(model: str | Path = "qm9", *, device: str = "cpu") -> Model:
@@ -137,6 +141,4 @@ def evaluate(
     written any way, it is canonicalised here.
     """
     known = {c for c in map(canonical_smiles, training) if c is not None}
-    if fcd and reference is None:
-        raise ValueError("fcd=True needs reference SMILES")
     return evaluate_smiles(list(smiles), known, reference_smiles=reference, compute_fcd=fcd).to_dict()

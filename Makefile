@@ -11,6 +11,7 @@ $(BIN)/molgan: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev,fcd]'
+	$(BIN)/python -m pip install --quiet --no-deps molsets==0.3.1
 	touch $@
 
 install: $(BIN)/molgan

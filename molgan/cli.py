@@ -42,12 +42,25 @@ def data_qm9(
 @data_app.command("prepare")
 def data_prepare(
     path: Annotated[
-        Path | None,
-        typer.Argument(help="SMILES/CSV/SDF file (optionally .gz); default: bundled QM9."),
+        str | None,
+        typer.Argument(help="SMILES/CSV/SDF file (optionally .gz), or 'qm9' (the default) or "
+                       "'moses' (the MOSES training split of the molsets wheel)."),
     ] = None,
-    max_atoms: Annotated[int, typer.Option(min=1, max=255, help="Max heavy atoms (N).")] = 9,
+    max_atoms: Annotated[
+        int | None,
+        typer.Option(min=1, max=255, help="Max heavy atoms (N); default 27 for moses, else 9."),
+    ] = None,
+    limit: Annotated[
+        int | None, typer.Option(min=1, help="Use only the first LIMIT records of the file.")
+    ] = None,
     smiles_column: Annotated[
         str | None, typer.Option(help="CSV column holding SMILES (default: 'smiles').")
+    ] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option("--config", "-c",
+                     help="Featurize the data section of this training config instead (the "
+                     "cache 'molgan train' reads); no PATH or data options with it."),
     ] = None,
     cache_dir: Annotated[
         Path | None,
@@ -56,12 +69,31 @@ def data_prepare(
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = False,
 ) -> None:
     """Featurize a molecule file into cached graph tensors; print the summary and vocab."""
-    from molgan.data import load_dataset
+    from molgan.config import ConfigError, load_config
+    from molgan.data import MOSES_MAX_ATOMS, load_dataset, vocab_for
+    from molgan.moses_files import MosesNotInstalled
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    vocab = None
+    if config is not None:
+        given = [name for name, value in (("PATH", path), ("--max-atoms", max_atoms),
+                                          ("--limit", limit), ("--smiles-column", smiles_column))
+                 if value is not None]
+        if given:
+            raise _fail(f"--config takes the data settings from the config; drop {', '.join(given)}")
+        try:
+            data = load_config(config).data
+        except ConfigError as exc:
+            raise _fail(f"--config {exc}") from None
+        path, max_atoms, limit, smiles_column = data.path, data.max_atoms, data.limit, data.smiles_column
+        vocab = vocab_for(data)
+    elif max_atoms is None:
+        max_atoms = MOSES_MAX_ATOMS if path == "moses" else 9
     try:
-        ds = load_dataset(path, max_atoms=max_atoms, cache_dir=cache_dir,
-                          smiles_column=smiles_column, progress=progress)
+        ds = load_dataset(path, max_atoms=max_atoms, vocab=vocab, cache_dir=cache_dir,
+                          smiles_column=smiles_column, progress=progress, limit=limit)
+    except MosesNotInstalled as exc:
+        raise _fail(str(exc)) from None
     except (FileNotFoundError, ValueError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(code=1) from exc
@@ -126,6 +158,7 @@ def train(
 
     from molgan.checkpoint import CheckpointError
     from molgan.config import ConfigError, load_config
+    from molgan.data import dataset_file
     from molgan.device import DeviceError, check_device_name
     from molgan.training.distributed import start
     from molgan.training.report import write_report
@@ -151,6 +184,7 @@ def train(
         else:
             cfg, checkpoint = load_config(config, extra), None
             target = run_dir or Path("runs") / f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+        dataset_file(cfg.data.path)  # e.g. MOSES not installed: one line, before any process starts
         if cfg.train.tensorboard:
             require_tensorboard()  # before any process starts, not after the first step
     except (ConfigError, CheckpointError, FileNotFoundError, ValueError) as exc:

@@ -40,7 +40,10 @@ class _Section(BaseModel):
 
 class DataConfig(_Section):
     path: str | None = None
-    """SMILES / CSV / SDF file; ``None`` is the QM9 file bundled with the package."""
+    """SMILES / CSV / SDF file, or a dataset's name: ``qm9`` (or ``None``) is the QM9 file bundled
+    with the package, ``moses`` the MOSES training split of the installed molsets wheel."""
+    limit: int | None = Field(None, ge=1)
+    """Use only the first ``limit`` records of the file (a quick subset); ``None``: all of them."""
     max_atoms: int = Field(9, ge=2, le=64)
     """N: heavy atoms per graph. Molecules with more are skipped."""
     smiles_column: str | None = None

@@ -1,8 +1,13 @@
-"""Molecule datasets: reading SMILES files, featurizing them into graphs, caching, QM9.
+"""Molecule datasets: reading SMILES files, featurizing them into graphs, caching, QM9 and MOSES.
 
 Featurization never fails on a bad record: every skipped molecule is counted under a short
 reason in a :class:`SkipReport`. Featurized tensors are cached on disk (safetensors + JSON
 metadata, never pickle) keyed by the input file's bytes and the settings.
+
+Graphs are stored compactly: atoms ``(M, N)`` uint8 and the upper triangle of each symmetric
+bond matrix, ``(M, P)`` uint8 with ``P = N (N - 1) / 2`` (pairs ``i < j`` in ``triu_indices``
+order). For MOSES (N = 27) that is 351 bytes of bonds per molecule instead of 729; the full
+``(B, N, N)`` bond matrices are built for one batch at a time (:meth:`MolDataset.graphs`).
 """
 
 from __future__ import annotations
@@ -17,7 +22,8 @@ import os
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from itertools import islice
 from multiprocessing import get_all_start_methods, get_context
 from multiprocessing.context import BaseContext
 from pathlib import Path
@@ -43,8 +49,11 @@ from molgan.files import atomic_write
 log = logging.getLogger(__name__)
 
 # Bump whenever featurization or the cache layout changes: old cache entries are then ignored.
-FORMAT_VERSION = 1
+# 2: bonds stored as upper-triangle pairs (M, P) instead of full matrices (M, N, N).
+FORMAT_VERSION = 2
 QM9_FILENAME = "qm9.smi.gz"
+# MOSES molecules have at most 27 heavy atoms (Polykovskiy et al. 2020).
+MOSES_MAX_ATOMS = 27
 SMILES_SUFFIXES = (".smi", ".txt")
 TABLE_SUFFIXES = (".csv", ".tsv")
 SDF_SUFFIXES = (".sdf",)
@@ -153,22 +162,76 @@ def _read_sdf(path: Path, gz: bool) -> Iterator[str]:
             yield "" if mol is None else Chem.MolToSmiles(mol)
 
 
-def read_smiles(path: str | Path, smiles_column: str | None = None) -> list[str]:
+def read_smiles(path: str | Path, smiles_column: str | None = None,
+                limit: int | None = None) -> list[str]:
     """Raw SMILES strings from a .smi/.txt, .csv/.tsv or .sdf file, each optionally gzipped.
 
     * .smi/.txt: first whitespace-separated token per line; blank lines, ``#`` comments and
       an optional ``smiles`` header line are skipped.
     * .csv/.tsv: the column named ``smiles`` (any case) or ``smiles_column``.
     * .sdf: each record converted with RDKit; unreadable records yield ``""``.
+
+    ``limit``: read only the first ``limit`` records (the rest of the file is never read).
     """
     path, suffix, gz = _check_path(path)
     if suffix in SDF_SUFFIXES:
-        return list(_read_sdf(path, gz))
+        return list(islice(_read_sdf(path, gz), limit))
     with _open_text(path, gz) as f:
         if suffix in TABLE_SUFFIXES:
             delim = "\t" if suffix == ".tsv" else ","
-            return list(_read_table(f, delim, smiles_column, path.name))
-        return list(_read_smiles_lines(f))
+            return list(islice(_read_table(f, delim, smiles_column, path.name), limit))
+        return list(islice(_read_smiles_lines(f), limit))
+
+
+def dataset_file(path: str | Path | None) -> tuple[Path, str]:
+    """The file a ``data.path`` means and the dataset's short name (its ``source``).
+
+    ``None`` or ``"qm9"``: the bundled QM9 file. ``"moses"``: the training split of MOSES in
+    the installed molsets wheel (:func:`molgan.moses_files.moses_file`; raises
+    :class:`~molgan.moses_files.MosesNotInstalled`, a FileNotFoundError that names the install
+    command, when it is missing). Anything else is a file path, named by its file name (no
+    molecule file lacks a suffix, so the two names never hide a file).
+    """
+    if path is None or str(path) == "qm9":
+        return qm9_path(), "qm9"
+    if str(path) == "moses":
+        from molgan.moses_files import moses_file
+
+        return moses_file("train"), "moses"
+    return Path(path), Path(path).name
+
+
+# --------------------------------------------------------------------------- compact bonds
+
+
+def num_pairs(n: int) -> int:
+    """P: atom pairs i < j of a graph with N slots, N (N - 1) / 2."""
+    return n * (n - 1) // 2
+
+
+def pack_bonds(bonds: np.ndarray) -> np.ndarray:
+    """Upper triangles (M, P) of symmetric bond matrices (M, N, N), pairs in ``triu_indices`` order.
+
+    The diagonal and lower triangle are dropped: a graph's bond matrix is symmetric with a zero
+    diagonal, so :func:`unpack_bonds` rebuilds it exactly.
+    """
+    n = bonds.shape[-1]
+    rows, cols = np.triu_indices(n, k=1)
+    return np.ascontiguousarray(bonds[:, rows, cols])
+
+
+def unpack_bonds(pairs: torch.Tensor, n: int) -> torch.Tensor:
+    """Symmetric bond matrices (B, N, N) with a zero diagonal from upper triangles (B, P).
+
+    Same dtype and device as ``pairs``; the inverse of :func:`pack_bonds`.
+    """
+    if pairs.ndim != 2 or pairs.shape[1] != num_pairs(n):
+        raise ValueError(f"bond pairs must be (B, {num_pairs(n)}) for N={n}, got {tuple(pairs.shape)}")
+    rows, cols = torch.triu_indices(n, n, 1, device=pairs.device)
+    bonds = pairs.new_zeros((pairs.shape[0], n, n))
+    bonds[:, rows, cols] = pairs
+    bonds[:, cols, rows] = pairs
+    return bonds
 
 
 # --------------------------------------------------------------------------- featurizing
@@ -179,7 +242,7 @@ class _Chunk:
     """Featurized slice of the input; atom ids index ``labels`` (local to the chunk) + 1."""
 
     atoms: np.ndarray  # (K, N) uint8
-    bonds: np.ndarray  # (K, N, N) uint8
+    pairs: np.ndarray  # (K, P) uint8, see pack_bonds
     smiles: list[str]
     labels: list[str]
     skipped: Counter[str]
@@ -212,14 +275,14 @@ def _featurize_chunk(smiles: Sequence[str], max_atoms: int,
             k += 1
     atoms, bonds = atoms[:k], bonds[:k]
     if k == 0:
-        return _Chunk(atoms, bonds, [], table.labels[1:], skipped)
+        return _Chunk(atoms, pack_bonds(bonds), [], table.labels[1:], skipped)
     # Keep only graphs that decode back to their molecule (rejects e.g. unusual H counts).
     decoded = decode_batch(atoms, bonds, Vocab(tuple(table.labels), max_atoms))
     ok = [i for i, (d, c) in enumerate(zip(decoded, canon, strict=True)) if d == c]
     if len(ok) < k:
         skipped["roundtrip_mismatch"] += k - len(ok)
         atoms, bonds, canon = atoms[ok], bonds[ok], [canon[i] for i in ok]
-    return _Chunk(atoms.copy(), bonds.copy(), canon, table.labels[1:], skipped)
+    return _Chunk(atoms.copy(), pack_bonds(bonds), canon, table.labels[1:], skipped)
 
 
 class _LabelTable:
@@ -259,7 +322,8 @@ def _pool_context() -> BaseContext:
 def _featurize(smiles: list[str], max_atoms: int, vocab: Vocab | None, workers: int,
                progress: bool
                ) -> tuple[np.ndarray, np.ndarray, list[str], Vocab | None, Counter[str]]:
-    """Featurize all SMILES; returns atoms, bonds, canonical SMILES, vocab, skip counts.
+    """Featurize all SMILES; returns atoms (M, N), bond pairs (M, P), canonical SMILES, vocab,
+    skip counts.
 
     The vocab is None only when no molecule was kept (and none was given).
     """
@@ -290,17 +354,20 @@ def _featurize(smiles: list[str], max_atoms: int, vocab: Vocab | None, workers: 
         skipped.update(r.skipped)
     # Chunk-local atom ids -> one provisional id space (labels in order of first appearance).
     provisional: dict[str, int] = {"*": 0}
-    atoms_parts, bonds_parts, smiles_out = [], [], []
+    atoms_parts, pairs_parts, smiles_out = [], [], []
     for r in results:
         lut = np.zeros(256, dtype=np.uint8)
         for j, lab in enumerate(r.labels, start=1):
             lut[j] = provisional.setdefault(lab, len(provisional))
         atoms_parts.append(lut[r.atoms])
-        bonds_parts.append(r.bonds)
+        pairs_parts.append(r.pairs)
         smiles_out.extend(r.smiles)
+    # The chunks go as soon as they are joined: on MOSES each copy of the bonds is ~0.5 GB.
+    results.clear()
     atoms = np.concatenate(atoms_parts) if atoms_parts else np.zeros((0, max_atoms), np.uint8)
-    bonds = (np.concatenate(bonds_parts) if bonds_parts
-             else np.zeros((0, max_atoms, max_atoms), np.uint8))
+    pairs = (np.concatenate(pairs_parts) if pairs_parts
+             else np.zeros((0, num_pairs(max_atoms)), np.uint8))
+    del atoms_parts, pairs_parts
     # Dedupe by canonical SMILES, keeping the first occurrence in file order.
     first: dict[str, int] = {}
     for i, smi in enumerate(smiles_out):
@@ -308,10 +375,10 @@ def _featurize(smiles: list[str], max_atoms: int, vocab: Vocab | None, workers: 
     if len(first) < len(smiles_out):
         skipped["duplicate"] += len(smiles_out) - len(first)
         idx = np.fromiter(first.values(), dtype=np.int64, count=len(first))
-        atoms, bonds = atoms[idx], bonds[idx]
+        atoms, pairs = atoms[idx], pairs[idx]
         smiles_out = list(first)
     if not smiles_out:
-        return atoms, bonds, [], vocab, skipped
+        return atoms, pairs, [], vocab, skipped
     if vocab is None:
         freq = np.bincount(atoms.ravel(), minlength=len(provisional))
         vocab = vocab_from_counts(
@@ -320,7 +387,7 @@ def _featurize(smiles: list[str], max_atoms: int, vocab: Vocab | None, workers: 
     for lab, k in provisional.items():
         final[k] = vocab.atom_index.get(lab, 0)
     atoms = final[atoms]
-    return atoms, bonds, smiles_out, vocab, skipped
+    return atoms, pairs, smiles_out, vocab, skipped
 
 
 # --------------------------------------------------------------------------- dataset
@@ -328,10 +395,14 @@ def _featurize(smiles: list[str], max_atoms: int, vocab: Vocab | None, workers: 
 
 @dataclass
 class MolDataset:
-    """Featurized molecules: atoms (M, N) uint8, bonds (M, N, N) uint8, aligned SMILES."""
+    """Featurized molecules: atoms (M, N) uint8, bond pairs (M, P) uint8, aligned SMILES.
+
+    ``pairs`` holds each graph's upper triangle (see :func:`pack_bonds`); :meth:`graphs` gives
+    the full bond matrices of a batch of rows.
+    """
 
     atoms: torch.Tensor
-    bonds: torch.Tensor
+    pairs: torch.Tensor
     smiles: list[str]
     vocab: Vocab
     report: SkipReport
@@ -340,6 +411,21 @@ class MolDataset:
 
     def __len__(self) -> int:
         return len(self.smiles)
+
+    def graphs(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Integer graphs of the rows ``index`` (B,): atoms (B, N) and bonds (B, N, N), uint8,
+        on the dataset's device. Only these B bond matrices are built."""
+        index = index.to(self.atoms.device)
+        return self.atoms[index], unpack_bonds(self.pairs[index], self.vocab.max_atoms)
+
+    def subset(self, index: torch.Tensor) -> MolDataset:
+        """The rows ``index`` (K,), in that order, as a dataset of their own (same vocab)."""
+        return replace(self, atoms=self.atoms[index], pairs=self.pairs[index],
+                       smiles=[self.smiles[i] for i in index.tolist()])
+
+    def to(self, device: torch.device | str) -> MolDataset:
+        """The same dataset with its tensors on ``device``."""
+        return replace(self, atoms=self.atoms.to(device), pairs=self.pairs.to(device))
 
     def split(self, seed: int = 0, fractions: Sequence[float] = (0.8, 0.1, 0.1)
               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -376,12 +462,13 @@ def _file_sha256(path: Path) -> str:
 
 
 def cache_key(path: Path, max_atoms: int, vocab: Vocab | None,
-              smiles_column: str | None) -> str:
+              smiles_column: str | None, limit: int | None = None) -> str:
     settings = {
         "format": FORMAT_VERSION,
         "max_atoms": max_atoms,
         "vocab": vocab.to_dict() if vocab is not None else None,
         "smiles_column": smiles_column,
+        "limit": limit,
     }
     h = hashlib.sha256()
     h.update(_file_sha256(path).encode())
@@ -395,7 +482,7 @@ def _save_cache(file: Path, ds: MolDataset) -> None:
     blob = "\n".join(ds.smiles).encode("utf-8")
     tensors = {
         "atoms": ds.atoms.contiguous(),
-        "bonds": ds.bonds.contiguous(),
+        "pairs": ds.pairs.contiguous(),
         "smiles": torch.frombuffer(bytearray(blob), dtype=torch.uint8) if blob
         else torch.zeros(0, dtype=torch.uint8),
     }
@@ -417,16 +504,16 @@ def _load_cache(file: Path) -> MolDataset:
         if meta.get("format") != str(FORMAT_VERSION):
             raise ValueError(f"cache format {meta.get('format')!r} != {FORMAT_VERSION}")
         atoms = f.get_tensor("atoms")
-        bonds = f.get_tensor("bonds")
+        pairs = f.get_tensor("pairs")
         blob = f.get_tensor("smiles").numpy().tobytes().decode("utf-8")
     smiles = blob.split("\n") if blob else []
     vocab = Vocab.from_dict(json.loads(meta["vocab"]))
     report = SkipReport.from_dict(json.loads(meta["report"]))
     m, n = len(smiles), vocab.max_atoms
-    if (atoms.dtype != torch.uint8 or bonds.dtype != torch.uint8 or tuple(atoms.shape) != (m, n)
-            or tuple(bonds.shape) != (m, n, n) or int(meta.get("count", -1)) != m):
+    if (atoms.dtype != torch.uint8 or pairs.dtype != torch.uint8 or tuple(atoms.shape) != (m, n)
+            or tuple(pairs.shape) != (m, num_pairs(n)) or int(meta.get("count", -1)) != m):
         raise ValueError("cache tensors do not match their metadata")
-    return MolDataset(atoms, bonds, smiles, vocab, report, meta.get("source", file.name),
+    return MolDataset(atoms, pairs, smiles, vocab, report, meta.get("source", file.name),
                       cache_hit=True)
 
 
@@ -440,8 +527,12 @@ def load_dataset(
     progress: bool = False,
     use_cache: bool = True,
     workers: int = 0,
+    limit: int | None = None,
 ) -> MolDataset:
     """Featurize a molecule file (default: bundled QM9) into a :class:`MolDataset`.
+
+    ``path`` is a file or a dataset name of :func:`dataset_file` (``"qm9"``, ``"moses"``);
+    ``limit`` keeps only the file's first ``limit`` records (a quick subset; ``None``: all).
 
     Molecules are skipped, never fatal, and counted by reason: every ``EncodeError`` reason
     of :mod:`molgan.chem` (``unparseable``, ``too_many_atoms``, ``multi_fragment``,
@@ -456,16 +547,17 @@ def load_dataset(
     ``workers`` = 0 picks up to two processes for large files. Raises FileNotFoundError for
     a missing file and ValueError for an unsupported one or when no molecule is usable.
     """
-    src = qm9_path() if path is None else Path(path)
+    src, source = dataset_file(path)
     src, _, _ = _check_path(src)
     if vocab is not None and vocab.max_atoms != max_atoms:
         raise ValueError(f"vocab.max_atoms={vocab.max_atoms} but max_atoms={max_atoms}")
     if not 1 <= max_atoms <= 255:
         raise ValueError(f"max_atoms must be in 1..255, got {max_atoms}")
-    source = "qm9" if path is None else src.name
+    if limit is not None and limit < 1:
+        raise ValueError(f"limit must be at least 1, got {limit}")
     cache_file = None
     if use_cache:
-        key = cache_key(src, max_atoms, vocab, smiles_column)
+        key = cache_key(src, max_atoms, vocab, smiles_column, limit)
         cache_file = (cache_dir or default_cache_dir()) / f"{key}.safetensors"
         if cache_file.is_file():
             try:
@@ -476,15 +568,16 @@ def load_dataset(
             except Exception as exc:  # corrupt/partial/old cache: rebuild it
                 log.warning("ignoring unreadable cache %s (%s); rebuilding", cache_file, exc)
 
-    raw = read_smiles(src, smiles_column=smiles_column)
+    raw = read_smiles(src, smiles_column=smiles_column, limit=limit)
     if workers <= 0:
         workers = min(2, os.cpu_count() or 1)
-    atoms, bonds, smiles, vocab_out, skipped = _featurize(raw, max_atoms, vocab, workers,
+    atoms, pairs, smiles, vocab_out, skipped = _featurize(raw, max_atoms, vocab, workers,
                                                           progress)
     report = SkipReport(read=len(raw), kept=len(smiles), skipped=dict(skipped))
+    del raw  # ~0.2 GB of strings for MOSES; writing the cache needs memory of its own
     if not smiles or vocab_out is None:
         raise ValueError(f"no usable molecule in {src}: {report.summary()}")
-    ds = MolDataset(torch.from_numpy(atoms), torch.from_numpy(bonds), smiles, vocab_out,
+    ds = MolDataset(torch.from_numpy(atoms), torch.from_numpy(pairs), smiles, vocab_out,
                     report, source)
     log.info("%s: %s", source, report.summary())
     if cache_file is not None:
@@ -506,7 +599,8 @@ def vocab_for(config: DataConfig) -> Vocab | None:
 def dataset_from_config(config: DataConfig) -> MolDataset:
     """The dataset a config's ``data`` section describes (featurized once, then read from the cache)."""
     return load_dataset(
-        config.path, max_atoms=config.max_atoms, vocab=vocab_for(config), smiles_column=config.smiles_column
+        config.path, max_atoms=config.max_atoms, vocab=vocab_for(config),
+        smiles_column=config.smiles_column, limit=config.limit,
     )
 
 

@@ -2,16 +2,18 @@ from __future__ import annotations
 
 import gzip
 import logging
+import re
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from rdkit import Chem
 from typer.testing import CliRunner
 
 from molgan import data
-from molgan.chem import Vocab, canonical_smiles, decode_batch
+from molgan.chem import Vocab, canonical_smiles, decode_batch, encode
 from molgan.cli import app
 from molgan.config import DataConfig
 from molgan.data import (
@@ -20,10 +22,14 @@ from molgan.data import (
     SkipReport,
     build_qm9_file,
     cache_key,
+    dataset_file,
     dataset_from_config,
     load_dataset,
+    num_pairs,
+    pack_bonds,
     qm9_path,
     read_smiles,
+    unpack_bonds,
     vocab_for,
 )
 from tests.conftest import QM9_ATOMS
@@ -116,10 +122,13 @@ def test_load_dataset_skips_and_counts(tmp_path: Path, caplog: pytest.LogCapture
                                                 "N#CC(=O)O"]]
     assert ds.source == "mixed.smi" and len(ds) == 4
     assert ds.atoms.dtype == torch.uint8 and ds.atoms.shape == (4, 9)
-    assert ds.bonds.dtype == torch.uint8 and ds.bonds.shape == (4, 9, 9)
+    # Bonds are kept as upper triangles: 9 * 8 / 2 = 36 pairs per molecule, not 81.
+    assert ds.pairs.dtype == torch.uint8 and ds.pairs.shape == (4, 36)
     assert ds.vocab.atoms == ("*", "C", "N", "O", "N+", "O-")
     # Rows and SMILES stay aligned.
-    assert decode_batch(ds.atoms, ds.bonds, ds.vocab) == ds.smiles
+    atoms, bonds = ds.graphs(torch.arange(4))
+    assert bonds.dtype == torch.uint8 and bonds.shape == (4, 9, 9)
+    assert decode_batch(atoms, bonds, ds.vocab) == ds.smiles
 
 
 def test_hydrogen_counts_a_graph_cannot_carry_are_skipped(tmp_path: Path) -> None:
@@ -167,7 +176,7 @@ def test_worker_pool_matches_serial(tmp_path: Path, qm9_smiles: list[str],
     monkeypatch.setattr(data, "_CHUNK", 97)  # many chunks with different local label tables
     pooled = load_dataset(path, use_cache=False, workers=2)
     assert pooled.smiles == serial.smiles and pooled.vocab == serial.vocab
-    assert torch.equal(pooled.atoms, serial.atoms) and torch.equal(pooled.bonds, serial.bonds)
+    assert torch.equal(pooled.atoms, serial.atoms) and torch.equal(pooled.pairs, serial.pairs)
     assert pooled.report == serial.report
     assert serial.report.skipped["duplicate"] >= 2
 
@@ -177,6 +186,90 @@ def test_max_atoms_setting(tmp_path: Path) -> None:
     ds = load_dataset(path, max_atoms=12, cache_dir=tmp_path)
     assert ds.smiles == ["CCCCCCCCCC", "CCO"] and ds.atoms.shape == (2, 12)
     assert ds.vocab.max_atoms == 12
+
+
+def test_limit_reads_only_the_first_records(tmp_path: Path) -> None:
+    path = _write(tmp_path / "mols.smi", "CCO\nC1CC\nCCN\nCCC\n")
+    assert read_smiles(path, limit=2) == ["CCO", "C1CC"]
+    ds = load_dataset(path, limit=3, cache_dir=tmp_path)
+    assert ds.report.read == 3 and ds.report.skipped == {"unparseable": 1}
+    assert ds.smiles == ["CCO", "CCN"]
+    assert load_dataset(path, cache_dir=tmp_path).smiles == ["CCO", "CCN", "CCC"]
+    assert cache_key(path, 9, None, None, 3) != cache_key(path, 9, None, None)
+    with pytest.raises(ValueError, match="limit"):
+        load_dataset(path, limit=0, cache_dir=tmp_path)
+
+
+# --------------------------------------------------------------------------- compact bonds
+
+
+def test_pack_and_unpack_bonds_are_inverse() -> None:
+    n = 7
+    gen = np.random.default_rng(0)
+    upper = np.triu(gen.integers(0, 4, size=(5, n, n), dtype=np.uint8), k=1)
+    bonds = upper + upper.transpose(0, 2, 1)  # symmetric, zero diagonal: a graph's bonds
+    pairs = pack_bonds(bonds)
+    assert pairs.shape == (5, num_pairs(n)) == (5, 21) and pairs.dtype == np.uint8
+    # Pair k is (i, j) = the k-th entry of triu_indices, the order of the generator's pairs.
+    rows, cols = torch.triu_indices(n, n, 1)
+    assert pairs[2, 4] == bonds[2, rows[4], cols[4]]
+    back = unpack_bonds(torch.from_numpy(pairs), n)
+    assert back.dtype == torch.uint8 and torch.equal(back, torch.from_numpy(bonds))
+    with pytest.raises(ValueError, match=r"must be \(B, 28\) for N=8, got \(5, 21\)"):
+        unpack_bonds(torch.from_numpy(pairs), 8)
+
+
+def test_graphs_of_a_batch_are_the_molecules_graphs(tmp_path: Path) -> None:
+    smiles = ["CCO", "c1ccccc1", "N#CC(=O)O", "CC(C)(C)N", "C1CC1O"]
+    ds = load_dataset(_write(tmp_path / "m.smi", "\n".join(smiles)), use_cache=False)
+    index = torch.tensor([3, 0, 3, 1])
+    atoms, bonds = ds.graphs(index)
+    assert atoms.shape == (4, 9) and bonds.shape == (4, 9, 9) and bonds.dtype == torch.uint8
+    for row, i in enumerate(index.tolist()):
+        want_atoms, want_bonds = encode(ds.smiles[i], ds.vocab)
+        assert torch.equal(atoms[row].long(), want_atoms)
+        assert torch.equal(bonds[row].long(), want_bonds)
+    assert decode_batch(atoms, bonds, ds.vocab) == [ds.smiles[i] for i in index.tolist()]
+
+
+def test_subset_keeps_rows_and_smiles_aligned(tmp_path: Path) -> None:
+    ds = load_dataset(_write(tmp_path / "m.smi", "CCO\nCCN\nCCC\nCOC\n"), use_cache=False)
+    part = ds.subset(torch.tensor([2, 0]))
+    assert part.smiles == ["CCC", "CCO"] and part.vocab == ds.vocab and len(part) == 2
+    assert decode_batch(*part.graphs(torch.arange(2)), part.vocab) == part.smiles
+    moved = part.to("cpu")
+    assert torch.equal(moved.pairs, part.pairs) and moved.smiles == part.smiles
+
+
+# --------------------------------------------------------------------------- dataset names
+
+
+def test_dataset_names_resolve_to_their_files() -> None:
+    assert dataset_file(None) == dataset_file("qm9") == (qm9_path(), "qm9")
+    path, source = dataset_file("moses")
+    assert source == "moses" and path.name == "train.csv.gz" and path.is_file()
+    assert dataset_file("x/mols.smi") == (Path("x/mols.smi"), "mols.smi")
+
+
+def _without_molsets(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.metadata
+
+    def not_found(name: str) -> str:
+        raise importlib.metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(importlib.metadata, "version", not_found)
+
+
+def test_moses_without_molsets_names_the_install_command(monkeypatch: pytest.MonkeyPatch) -> None:
+    from molgan.moses_files import INSTALL_HINT, MosesNotInstalled
+
+    _without_molsets(monkeypatch)
+    with pytest.raises(MosesNotInstalled, match=re.escape(INSTALL_HINT)):
+        load_dataset("moses", max_atoms=27)
+    result = CliRunner().invoke(app, ["data", "prepare", "moses"])
+    assert result.exit_code == 2
+    assert result.output.strip().splitlines() == [f"error: the MOSES data is not installed; "
+                                                  f"run: {INSTALL_HINT}"]
 
 
 # --------------------------------------------------------------------------- cache
@@ -192,7 +285,7 @@ def test_cache_hit_and_keys(tmp_path: Path) -> None:
     second = load_dataset(path, cache_dir=cache)
     assert second.cache_hit
     assert second.smiles == first.smiles and second.vocab == first.vocab
-    assert torch.equal(second.atoms, first.atoms) and torch.equal(second.bonds, first.bonds)
+    assert torch.equal(second.atoms, first.atoms) and torch.equal(second.pairs, first.pairs)
     assert second.report == first.report and second.source == "mols.smi"
 
     key = cache_key(path, 9, None, None)
@@ -329,6 +422,46 @@ def test_cli_data_prepare_errors(tmp_path: Path) -> None:
     assert result.exit_code == 1 and "no usable molecule" in result.output
 
 
+def test_cli_data_prepare_a_config_and_a_limit(tmp_path: Path) -> None:
+    path = _write(tmp_path / "mixed.smi", "\n".join(MIXED_LINES) + "\n")
+    config = _write(tmp_path / "run.yaml",
+                    f"data:\n  path: {path}\n  limit: 3\n  atoms: [C, O]\n  max_atoms: 6\n")
+    runner = CliRunner()
+    cache = tmp_path / "c"
+    result = runner.invoke(app, ["data", "prepare", "--config", str(config), "--cache-dir", str(cache)])
+    assert result.exit_code == 0, result.output
+    assert "read 3, kept 2, skipped 1 (duplicate 1)" in result.output
+    assert "atoms=['*', 'C', 'O'] max_atoms=6" in result.output
+    # It is the cache that training on that config reads.
+    (file,) = cache.glob("*.safetensors")
+    assert file.name == f"{cache_key(path, 6, Vocab(('*', 'C', 'O'), 6), None, 3)}.safetensors"
+    result = runner.invoke(app, ["data", "prepare", str(path), "--limit", "3", "--cache-dir", str(cache)])
+    assert "read 3, kept 2, skipped 1" in result.output and "(cached)" not in result.output
+
+
+def test_cli_data_prepare_config_excludes_data_options(tmp_path: Path) -> None:
+    config = _write(tmp_path / "run.yaml", "data:\n  max_atoms: 6\n")
+    result = CliRunner().invoke(app, ["data", "prepare", "--config", str(config), "qm9", "--limit", "4"])
+    assert result.exit_code == 2
+    assert result.output.strip() == ("error: --config takes the data settings from the config; "
+                                     "drop PATH, --limit")
+    bad = _write(tmp_path / "bad.yaml", "data:\n  limit: 0\n")
+    result = CliRunner().invoke(app, ["data", "prepare", "--config", str(bad)])
+    assert result.exit_code == 2 and "data.limit" in result.output
+
+
+def test_cli_train_without_molsets_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from molgan.moses_files import INSTALL_HINT
+
+    _without_molsets(monkeypatch)
+    moses_config = Path(__file__).resolve().parent.parent / "configs" / "moses.yaml"
+    result = CliRunner().invoke(app, ["train", "-c", str(moses_config), "--run-dir", str(tmp_path / "r")])
+    assert result.exit_code == 2
+    assert result.output.strip().splitlines() == [f"error: the MOSES data is not installed; "
+                                                  f"run: {INSTALL_HINT}"]
+    assert not (tmp_path / "r").exists()
+
+
 def test_cli_data_qm9_without_qm9pack(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # A None entry in sys.modules is how Python marks a module as not importable.
     monkeypatch.setitem(sys.modules, "qm9pack", None)
@@ -346,7 +479,7 @@ def test_dataset_from_config_is_load_dataset_with_the_config_settings(tmp_path: 
     ds = dataset_from_config(config)
     direct = load_dataset(path, max_atoms=4, vocab=vocab_for(config), cache_dir=tmp_path / "c")
     assert ds.smiles == direct.smiles == ["CCO", "CN"]
-    assert torch.equal(ds.atoms, direct.atoms) and torch.equal(ds.bonds, direct.bonds)
+    assert torch.equal(ds.atoms, direct.atoms) and torch.equal(ds.pairs, direct.pairs)
     assert ds.report.skipped == {"unsupported_atom": 3, "too_many_atoms": 1}
 
 

@@ -162,10 +162,10 @@ class Trainer:
         data = dataset if dataset is not None else dataset_from_config(config.data)
         self.vocab: Vocab = data.vocab
         train_idx, _, _ = data.split(config.data.split_seed, config.data.fractions)
-        self.train_atoms = data.atoms[train_idx].long().to(self.device)
-        self.train_bonds = data.bonds[train_idx].long().to(self.device)
-        # Canonical SMILES of the training rows (row i of train_atoms is train_smiles_by_row[i]).
-        self.train_smiles_by_row = [data.smiles[i] for i in train_idx.tolist()]
+        # Compact graphs (uint8 atoms and bond pairs): real_batch builds full matrices per batch.
+        self.train_data = data.subset(train_idx).to(self.device)
+        # Canonical SMILES of the training rows (row i of train_data is train_smiles_by_row[i]).
+        self.train_smiles_by_row = self.train_data.smiles
         self.train_smiles = frozenset(self.train_smiles_by_row)
 
         a, e, n = self.vocab.num_atom_types, self.vocab.num_bond_types, self.vocab.max_atoms
@@ -216,10 +216,10 @@ class Trainer:
         of the same distribution as one process's batch.
         """
         idx = torch.randint(
-            len(self.train_atoms), (self.local_batch,), generator=self.rng, device=self.device
+            len(self.train_data), (self.local_batch,), generator=self.rng, device=self.device
         )
         graphs = Graphs.one_hot(
-            self.train_atoms[idx], self.train_bonds[idx], self.vocab.num_atom_types, self.vocab.num_bond_types
+            *self.train_data.graphs(idx), self.vocab.num_atom_types, self.vocab.num_bond_types
         )
         return graphs, idx
 

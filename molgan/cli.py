@@ -330,27 +330,55 @@ def sample(
 @app.command()
 def evaluate(
     checkpoint: CheckpointArg = None,
-    n: Annotated[int, typer.Option("-n", min=10, help="Number of raw samples to score.")] = 10_000,
+    n: Annotated[
+        int | None,
+        typer.Option("-n", min=10, help="Number of raw samples to score (default 10,000; "
+                     "30,000 with --benchmark moses)."),
+    ] = None,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     temperature: TemperatureOpt = None,
     min_p: MinPOpt = None,
     mode: ModeOpt = None,
     fcd: Annotated[bool, typer.Option(help="Also compute FCD (needs the 'fcd' extra).")] = False,
+    benchmark: Annotated[
+        str | None,
+        typer.Option(help="'moses': the MOSES benchmark's metrics instead (needs molsets and the "
+                     "'fcd' extra; see README)."),
+    ] = None,
+    reference_limit: Annotated[
+        int | None,
+        typer.Option(min=1, help="With --benchmark moses: use only the first K molecules of each "
+                     "test set for SNN, Frag and Scaf (quick checks; not MOSES's figures)."),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
     device: DeviceOpt = "cpu",
 ) -> None:
-    """Score raw samples: validity, uniqueness, novelty, V.U.N., properties, diversity, FCD."""
+    """Score raw samples: validity, uniqueness, novelty, V.U.N., properties, diversity, FCD;
+    or, with --benchmark moses, the MOSES metrics."""
     import json
 
     from molgan.evaluation import evaluate_sampler
 
+    if benchmark not in (None, "moses"):
+        raise _fail(f"--benchmark must be 'moses', got {benchmark!r}")
+    if reference_limit is not None and benchmark is None:
+        raise _fail("--reference-limit needs --benchmark moses")
     sampler = _load_sampler(checkpoint, device)
     settings = _sampling_settings(sampler, mode, temperature, min_p)
     try:
-        metrics = evaluate_sampler(sampler, n, seed=seed, settings=settings, fcd=fcd)
+        if benchmark == "moses":
+            from molgan.moses_metrics import DEFAULT_SAMPLES, evaluate_sampler_on_moses
+
+            metrics = evaluate_sampler_on_moses(
+                sampler, n or DEFAULT_SAMPLES, seed=seed, settings=settings,
+                reference_limit=reference_limit)
+        else:
+            metrics = evaluate_sampler(sampler, n or 10_000, seed=seed, settings=settings, fcd=fcd)
     except ImportError as exc:
         raise _fail(str(exc)) from None
     except (FileNotFoundError, ValueError) as exc:
+        if benchmark == "moses":  # the MOSES files are missing: the message says how to install
+            raise _fail(str(exc)) from None
         # Novelty and FCD are measured against the dataset named in the checkpoint's config.
         raise _fail(f"cannot load the checkpoint's dataset: {exc}") from None
     if as_json:

@@ -47,6 +47,7 @@ from molgan.chem import canonical_smiles, is_valid_mol, mol_to_smiles, sanitized
 
 __all__ = [
     "SampleMetrics",
+    "chemnet_statistics",
     "evaluate_smiles",
     "frechet_chemnet_distance",
     "frechet_distance",
@@ -244,8 +245,9 @@ def _chemnet_activations(smiles: list[str], batch_size: int = 128) -> np.ndarray
     return np.vstack(chunks)
 
 
-def _chemnet_stats(smiles: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-    """Mean (512,) and covariance (512, 512) of ChemNet activations of the sanitizing SMILES."""
+def chemnet_statistics(smiles: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Mean (512,) and covariance (512, 512) of ChemNet activations of the sanitizing SMILES
+    (canonicalised first; ValueError for fewer than two). Needs the optional ``fcd`` package."""
     canon = [c for c in map(canonical_smiles, smiles) if c is not None]
     if len(canon) < 2:
         raise ValueError("FCD needs at least two sanitizing SMILES on each side")
@@ -256,7 +258,7 @@ def _chemnet_stats(smiles: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
 @functools.lru_cache(maxsize=2)
 def _reference_stats(reference: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
     # Evaluations during training reuse one reference set: run ChemNet over it once.
-    return _chemnet_stats(reference)
+    return chemnet_statistics(reference)
 
 
 def frechet_distance(
@@ -284,7 +286,7 @@ def frechet_chemnet_distance(samples: Sequence[str], reference: Sequence[str]) -
     statistics are cached for the last two reference sets.
     """
     _load_fcd()
-    mu1, sigma1 = _chemnet_stats(samples)
+    mu1, sigma1 = chemnet_statistics(samples)
     mu2, sigma2 = _reference_stats(tuple(reference))
     return frechet_distance(mu1, sigma1, mu2, sigma2)
 

@@ -16,6 +16,7 @@ from molgan.checkpoint import bundled_checkpoint_path, bundled_models
 from molgan.sampling import MoleculeSampler
 from tests.test_cli_model import invoke
 
+
 @pytest.fixture
 def two_bundled(tmp_path: Path, toy_checkpoint: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """The package's assets as they will be once a second model is bundled: ``qm9`` and a

@@ -55,7 +55,8 @@ RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml
 
 FROM deps AS wheel
 
-# The source, with the bundled checkpoint in molgan/assets as package data. setuptools is
+# The source, with every bundled model in molgan/assets (each `<name>.safetensors` and its
+# `<name>.eval.json`) as package data. setuptools is
 # already in the venv (torch needs it), so the build needs no network.
 COPY README.md ./
 COPY molgan ./molgan
@@ -89,16 +90,20 @@ ENV PATH=/opt/venv/bin:$PATH \
 COPY --from=deps /opt/venv /opt/venv
 # COPY rather than a bind mount from the wheel stage: some builders leave such a mount out of
 # the cache key and would keep serving an old wheel. The import fails the build, not the
-# first start, if a shared library is missing.
+# first start, if a shared library is missing; so does a wheel without the bundled models,
+# which the server loads (all of them) by default.
 COPY --from=wheel /dist /tmp/dist
 RUN pip install --no-deps --no-index /tmp/dist/*.whl \
     && rm -rf /tmp/dist \
-    && python -c "import molgan.api.app, molgan.cli"
+    && python -c "import molgan.api.app, molgan.cli" \
+    && python -c "from molgan.checkpoint import bundled_models; print('bundled models:', *bundled_models()); assert 'qm9' in bundled_models()"
 
-# Settings are MOLGAN_* environment variables (see api/settings.py). MOLGAN_CHECKPOINT
-# points at a checkpoint to serve instead of the bundled one, e.g. in a mounted volume:
-#   docker run -v "$PWD/runs/exp1:/checkpoints:ro" \
-#     -e MOLGAN_CHECKPOINT=/checkpoints/last.safetensors -p 8000:8000 molgan
+# Settings are MOLGAN_* environment variables (see api/settings.py). By default the server
+# serves every bundled model; MOLGAN_MODELS names other checkpoints instead (a folder or a
+# comma-separated list of files, each served under its file's stem), e.g. in a mounted volume:
+#   docker run -v "$PWD/checkpoints:/checkpoints:ro" -e MOLGAN_MODELS=/checkpoints -p 8000:8000 molgan
+# MOLGAN_DEFAULT_MODEL picks the model of requests that name none; MOLGAN_CHECKPOINT serves
+# one file.
 ENV PYTHONDONTWRITEBYTECODE=1
 
 USER 10001:10001

@@ -23,31 +23,38 @@ class ServiceMetrics:
             buckets=_LATENCY_BUCKETS, registry=r,
         )
         self.in_progress = Gauge("molgan_http_requests_in_progress", "Requests being answered.", registry=r)
-        self.samples_drawn = Counter("molgan_samples_drawn", "Raw graphs sampled.", registry=r)
+        # Generation is counted per model: each has its own validity.
+        self.samples_drawn = Counter("molgan_samples_drawn", "Raw graphs sampled.", ["model"], registry=r)
         self.molecules = Counter("molgan_molecules_generated", "Molecules returned by /v1/generate.",
-                                 registry=r)
+                                 ["model"], registry=r)
         self.molecules_valid = Counter(
-            "molgan_molecules_valid", "Valid molecules returned by /v1/generate.", registry=r
+            "molgan_molecules_valid", "Valid molecules returned by /v1/generate.", ["model"], registry=r
         )
         self.valid_rate = Gauge(
-            "molgan_valid_rate", "Valid fraction of the molecules returned since start.", registry=r
+            "molgan_valid_rate", "Valid fraction of the molecules returned since start.", ["model"],
+            registry=r,
         )
         self.rejected = Counter(
             "molgan_rejected_requests", "Requests refused because the server was busy or timed out.",
             ["reason"], registry=r,
         )
         self.queue = Gauge("molgan_work_pending", "Sampling jobs queued or running.", registry=r)
-        self._returned = 0
-        self._valid = 0
+        self._returned: dict[str, int] = {}
+        self._valid: dict[str, int] = {}
 
-    def record_generation(self, sampled: int, returned: int, valid: int) -> None:
-        self.samples_drawn.inc(sampled)
-        self.molecules.inc(returned)
-        self.molecules_valid.inc(valid)
+    def add_models(self, names: list[str]) -> None:
+        """Start each served model's series at 0, so that a dashboard sees every model at once."""
+        for name in names:
+            self.record_generation(name, 0, 0, 0)
+
+    def record_generation(self, model: str, sampled: int, returned: int, valid: int) -> None:
+        self.samples_drawn.labels(model).inc(sampled)
+        self.molecules.labels(model).inc(returned)
+        self.molecules_valid.labels(model).inc(valid)
         # Called on the event loop only, so these running totals need no lock.
-        self._returned += returned
-        self._valid += valid
-        self.valid_rate.set(self._valid / self._returned if self._returned else 0.0)
+        self._returned[model] = returned_so_far = self._returned.get(model, 0) + returned
+        self._valid[model] = valid_so_far = self._valid.get(model, 0) + valid
+        self.valid_rate.labels(model).set(valid_so_far / returned_so_far if returned_so_far else 0.0)
 
 
 class MetricsMiddleware:

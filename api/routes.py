@@ -1,4 +1,4 @@
-"""The API's operations: molecules (generate, export, depict), the model's metadata, and health,
+"""The API's operations: molecules (generate, export, depict), the models' metadata, and health,
 readiness and metrics for whoever runs the service.
 
 CPU-bound work (sampling, properties, coordinates) runs on the service's bounded pool, never on
@@ -23,6 +23,7 @@ from molgan.api.errors import field_error
 from molgan.api.metrics import ServiceMetrics
 from molgan.api.pool import PoolFull
 from molgan.api.schemas import (
+    MAX_MODEL_NAME_LENGTH,
     MAX_SEED,
     MAX_SMILES_LENGTH,
     ErrorMessage,
@@ -33,11 +34,12 @@ from molgan.api.schemas import (
     GenerateStats,
     Health,
     ModelInfo,
+    ModelList,
     Readiness,
     export_request_model,
     generate_request_model,
 )
-from molgan.api.service import Service
+from molgan.api.service import ServedModel, Service, UnknownModel
 from molgan.api.settings import Settings
 from molgan.chem import is_valid, to_mol
 from molgan.draw import MAX_SIZE, MIN_SIZE, smiles_to_svg
@@ -61,6 +63,15 @@ _POOLED = {
     **_BUSY,
     504: {"model": ErrorMessage, "description": "Took longer than the timeout."},
 }
+
+
+def _served(service: Service, name: str | None, loc: tuple[str, str]) -> ServedModel:
+    """The model a request names (``None``: the default); a 422 at ``loc`` listing the served
+    models if it is not one of them."""
+    try:
+        return service.model(name)
+    except UnknownModel as exc:
+        raise field_error(loc, str(exc), name) from None
 
 
 async def _on_pool(work: Callable[[], T], service: Service, settings: Settings, metrics: ServiceMetrics) -> T:
@@ -112,7 +123,8 @@ async def generate_molecules(
 ) -> Response:
     """The answer to ``POST /v1/generate``: molecules, stats and the model's summary as JSON."""
     started = time.perf_counter()
-    sampler = service.sampler
+    served = _served(service, request.model, ("body", "model"))
+    sampler = served.sampler
     try:
         use = sampler.settings(request.mode, request.temperature, request.min_p)
     except SamplingError as exc:
@@ -134,12 +146,12 @@ async def generate_molecules(
         answer = {
             "molecules": _molecules(result.samples, request.properties),
             "stats": stats.model_dump(),
-            "model": service.summary.model_dump(),
+            "model": served.summary.model_dump(),
         }
         return json.dumps(answer, separators=(",", ":"), allow_nan=False).encode(), stats
 
     body, stats = await _on_pool(work, service, settings, metrics)
-    metrics.record_generation(stats.sampled, stats.returned, stats.valid)
+    metrics.record_generation(served.summary.name, stats.sampled, stats.returned, stats.valid)
     # Encoded by `work` rather than by FastAPI, whose validation of a thousand molecules against
     # GenerateResponse would take longer than sampling them; the tests check the schema instead.
     return Response(body, media_type="application/json")
@@ -187,8 +199,9 @@ def molecule_routes(max_molecules: int) -> APIRouter:
         body: GenerateRequest,  # type: ignore[valid-type]
         service: ServiceDep, settings: SettingsDep, metrics: MetricsDep,
     ) -> Response:
-        """Sample ``n`` molecules. With ``valid_only`` or ``unique`` the server keeps sampling
-        until it has ``n`` or has drawn 20 n graphs; ``stats.fell_short`` says which."""
+        """Sample ``n`` molecules from ``model`` (default: the server's default model). With
+        ``valid_only`` or ``unique`` the server keeps sampling until it has ``n`` or has drawn 20 n
+        graphs; ``stats.fell_short`` says which. An unknown model is a 422 listing the served ones."""
         return await generate_molecules(body, service, settings, metrics)
 
     @router.post(
@@ -250,10 +263,26 @@ def depict(
 @model_routes.get(
     "/model", response_model=ModelInfo, responses=_BUSY, summary="Model metadata", tags=["model"]
 )
-async def model(service: ServiceDep) -> ModelInfo:
-    """Checkpoint metadata: name, file name and sha256, training step, vocabulary, sampling
-    defaults, evaluation metrics, package versions and this server's limits."""
-    return service.info
+async def model(
+    service: ServiceDep,
+    name: Annotated[
+        str | None,
+        Query(min_length=1, max_length=MAX_MODEL_NAME_LENGTH,
+              description="A served model's name (GET /v1/models); omitted: the default model."),
+    ] = None,
+) -> ModelInfo:
+    """One model's metadata: name, checkpoint file name and sha256, training step, vocabulary,
+    sampling defaults, evaluation figures, package versions and this server's limits. An unknown
+    name is a 422 listing the served models."""
+    return _served(service, name, ("query", "name")).info
+
+
+@model_routes.get(
+    "/models", response_model=ModelList, responses=_BUSY, summary="Every served model", tags=["model"]
+)
+async def models(service: ServiceDep) -> ModelList:
+    """The default model's name and the metadata of every served model (as ``GET /v1/model``)."""
+    return ModelList(default=service.default, models=[m.info for m in service.models.values()])
 
 
 # --------------------------------------------------------------------------- operations
@@ -272,10 +301,10 @@ async def health() -> Health:
     responses={503: {"model": Readiness, "description": "The model is not loaded."}},
 )
 async def ready(service: MaybeServiceDep) -> Any:
-    """200 once the model is loaded, 503 before."""
+    """200 once every model is loaded, 503 before."""
     if service is None:
         return JSONResponse(Readiness(status="not ready").model_dump(), status_code=503)
-    return Readiness(status="ready", model=service.summary.name)
+    return Readiness(status="ready", model=service.default, models=list(service.models))
 
 
 @operations.get(

@@ -17,6 +17,9 @@ MAX_SEED = 2**53 - 1
 MAX_TEMPERATURE = 100.0
 # Longest SMILES a request may send; molecules of this generator have a few dozen characters.
 MAX_SMILES_LENGTH = 500
+# Model names are file stems chosen by whoever runs the server; this only bounds what a request
+# may send.
+MAX_MODEL_NAME_LENGTH = 200
 
 ExportFormat = Literal["csv", "sdf"]
 
@@ -38,6 +41,10 @@ class GenerateRequestBase(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
     n: int
+    model: str | None = Field(
+        None, min_length=1, max_length=MAX_MODEL_NAME_LENGTH,
+        description="Name of a served model (GET /v1/models). Omitted: the server's default model.",
+    )
     seed: int | None = Field(
         None, ge=0, le=MAX_SEED,
         description="Random seed; the same seed and settings give the same molecules. "
@@ -119,7 +126,9 @@ class GenerateStats(BaseModel):
 
 
 class ModelSummary(BaseModel):
-    name: str = Field(description="Name of the training configuration.")
+    name: str = Field(description="The model's name on this server (its checkpoint's file name less "
+                      "the suffix); what the 'model' field of a request takes.")
+    config: str = Field(description="Name of the training configuration.")
     step: int | None = Field(description="Generator steps the checkpoint was trained for.")
     checkpoint: str = Field(description="File name of the checkpoint the server loaded (not its path).")
 
@@ -153,9 +162,18 @@ class ModelInfo(ModelSummary):
     vocab: Vocabulary
     sampling: SamplingDefaults = Field(description="Used for what a request does not set.")
     z_dim: int = Field(description="Size of the generator's noise vector.")
-    metrics: dict[str, Any] = Field(description="Evaluation metrics saved with the checkpoint.")
+    metrics: dict[str, Any] = Field(
+        description="Evaluation figures: those of the <name>.eval.json file beside the checkpoint if "
+        "there is one, else those saved in the checkpoint."
+    )
     versions: dict[str, str] = Field(description="Package versions the checkpoint was written with.")
     limits: Limits
+    default: bool = Field(description="Requests that name no model are answered by this one.")
+
+
+class ModelList(BaseModel):
+    default: str = Field(description="Name of the model of requests that name none.")
+    models: list[ModelInfo] = Field(description="Every model this server serves, in its order.")
 
 
 class Health(BaseModel):
@@ -164,7 +182,8 @@ class Health(BaseModel):
 
 class Readiness(BaseModel):
     status: Literal["ready", "not ready"]
-    model: str | None = None
+    model: str | None = Field(None, description="The default model.")
+    models: list[str] | None = Field(None, description="Every model served.")
 
 
 class ErrorMessage(BaseModel):

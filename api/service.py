@@ -1,8 +1,8 @@
-"""The loaded model and the pool that samples from it, set up once by the app's lifespan.
+"""The loaded models and the pool that samples from them, set up once by the app's lifespan.
 
 The lifespan reads the app's settings from ``app.state.settings`` and leaves the ``Service`` in
-``app.state.service`` (``None`` until it is loaded and after shut-down); route handlers get it
-through ``api.deps``.
+``app.state.service`` (``None`` until every model is loaded and after shut-down); route handlers
+get it through ``api.deps``.
 """
 
 from __future__ import annotations
@@ -19,10 +19,11 @@ import torch
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from molgan.api.catalog import CatalogError, default_model, served_checkpoints
 from molgan.api.pool import WorkPool
 from molgan.api.schemas import Limits, ModelInfo, ModelSummary, json_safe
 from molgan.api.settings import Settings
-from molgan.checkpoint import CheckpointError, bundled_checkpoint_path
+from molgan.checkpoint import CheckpointError, evaluation_report
 from molgan.device import DeviceError
 from molgan.sampling import MoleculeSampler
 from molgan.sampling_settings import SamplingError
@@ -30,55 +31,111 @@ from molgan.sampling_settings import SamplingError
 log = logging.getLogger("molgan.api")
 
 
-@dataclass
-class Service:
-    """What the lifespan sets up: the loaded model and the pool that samples from it."""
+class UnknownModel(LookupError):
+    """A request named a model this server does not serve; the message lists those it does."""
+
+
+@dataclass(frozen=True)
+class ServedModel:
+    """One loaded checkpoint: its sampler (with the server's default sampling) and its metadata."""
 
     sampler: MoleculeSampler
-    pool: WorkPool
     summary: ModelSummary
     info: ModelInfo
 
 
-def model_info(sampler: MoleculeSampler, checkpoint: Path, settings: Settings) -> ModelInfo:
-    """What ``GET /v1/model`` answers. The checkpoint is named by its file name and sha256 only:
-    the directory it lies in is the server's business."""
+@dataclass
+class Service:
+    """What the lifespan sets up: the loaded models, by name, and the pool that samples."""
+
+    models: dict[str, ServedModel]
+    default: str
+    pool: WorkPool
+
+    def model(self, name: str | None) -> ServedModel:
+        """The model called ``name`` (``None``: the default); ``UnknownModel`` if none is."""
+        if name is None:
+            return self.models[self.default]
+        if name not in self.models:
+            raise UnknownModel(f"unknown model {name!r}; this server serves: {', '.join(self.models)}")
+        return self.models[name]
+
+
+@dataclass(frozen=True)
+class Checkpoints:
+    """The checkpoints a server's settings name, each loaded once."""
+
+    files: dict[str, Path]
+    samplers: dict[str, MoleculeSampler]
+    default: str
+
+
+def load_checkpoints(settings: Settings) -> Checkpoints:
+    """Every checkpoint the settings name (``api.catalog``), loaded with its own sampling
+    defaults, and the name of the default model.
+
+    Raises ``CatalogError``, ``CheckpointError`` or ``DeviceError``, each with a one-line message.
+    """
+    files = served_checkpoints(settings.models, settings.checkpoint)
+    default = default_model(list(files), settings.default_model)
+    samplers = {name: MoleculeSampler.load(path, device=settings.device) for name, path in files.items()}
+    return Checkpoints(files, samplers, default)
+
+
+def model_info(name: str, sampler: MoleculeSampler, checkpoint: Path, settings: Settings,
+               default: bool) -> ModelInfo:
+    """What ``GET /v1/model?name=`` answers. The checkpoint is named by its file name and sha256
+    only: the directory it lies in is the server's business."""
     meta = sampler.describe()
+    figures = evaluation_report(checkpoint)
     return ModelInfo(
-        name=meta["name"],
+        name=name,
+        config=meta["name"],
         step=meta["step"],
         checkpoint=checkpoint.name,
         sha256=hashlib.sha256(checkpoint.read_bytes()).hexdigest(),
         vocab=meta["vocab"],
         sampling=meta["sampling"],
         z_dim=meta["z_dim"],
-        metrics=json_safe(meta["metrics"]),  # an evaluation may have saved NaN
+        metrics=json_safe(figures if figures is not None else meta["metrics"]),  # NaN is possible
         versions={str(k): str(v) for k, v in meta["versions"].items()},
         limits=Limits(
             max_molecules=settings.max_molecules,
             max_body_bytes=settings.max_body_bytes,
             request_timeout_s=settings.request_timeout_s,
         ),
+        default=default,
     )
+
+
+def served_model(name: str, sampler: MoleculeSampler, checkpoint: Path, settings: Settings,
+                 default: bool) -> ServedModel:
+    info = model_info(name, sampler, checkpoint, settings, default)
+    summary = ModelSummary(name=name, config=info.config, step=info.step, checkpoint=info.checkpoint)
+    return ServedModel(sampler, summary, info)
 
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    """Load the checkpoint of ``app.state.settings`` and start the sampling pool; stop it at the end.
+    """Load the checkpoints of ``app.state.settings`` and start the sampling pool; stop it at the end.
 
-    A checkpoint that cannot be loaded, or default sampling settings that do not resolve over its
-    own, are logged as one line and stop start-up; either also sets
-    ``app.state.checkpoint_failed`` so that ``QuietStartupFailure`` keeps the server from
-    repeating the error as a traceback.
+    Settings that name no usable set of checkpoints, a checkpoint that cannot be loaded, or
+    default sampling settings that do not resolve over a checkpoint's own, are logged as one line
+    and stop start-up; each also sets ``app.state.checkpoint_failed`` so that
+    ``QuietStartupFailure`` keeps the server from repeating the error as a traceback.
     """
     settings: Settings = app.state.settings
-    checkpoint = settings.checkpoint if settings.checkpoint is not None else bundled_checkpoint_path()
     started = time.perf_counter()
     try:
-        sampler = MoleculeSampler.load(checkpoint, device=settings.device).with_defaults(
-            settings.mode, settings.temperature, settings.min_p
-        )
-    except (CheckpointError, SamplingError, DeviceError) as exc:
+        loaded = load_checkpoints(settings)
+        models = {
+            name: served_model(
+                name, sampler.with_defaults(settings.mode, settings.temperature, settings.min_p),
+                loaded.files[name], settings, name == loaded.default,
+            )
+            for name, sampler in loaded.samplers.items()
+        }
+    except (CatalogError, CheckpointError, SamplingError, DeviceError) as exc:
         app.state.checkpoint_failed = True
         log.error("cannot start: %s", exc)
         raise
@@ -88,12 +145,12 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     # Also in each sampling thread, in case the intra-op setting is per thread (OpenMP).
     pool = WorkPool(settings.worker_threads, settings.max_queue,
                     initializer=lambda: torch.set_num_threads(torch_threads))
-    info = model_info(sampler, checkpoint, settings)
-    summary = ModelSummary(name=info.name, step=info.step, checkpoint=info.checkpoint)
-    app.state.service = Service(sampler, pool, summary, info)
+    app.state.metrics.add_models(list(models))
+    app.state.service = Service(models, loaded.default, pool)
     log.info(
-        "loaded %s (%s, step %s) in %.2f s; %d sampling threads x %d torch threads, queue %d",
-        checkpoint, info.name, info.step, time.perf_counter() - started,
+        "loaded %s in %.2f s (default %s); %d sampling threads x %d torch threads, queue %d",
+        ", ".join(f"{name} ({m.info.config}, step {m.info.step})" for name, m in models.items()),
+        time.perf_counter() - started, loaded.default,
         settings.worker_threads, torch_threads, settings.max_queue,
     )
     try:

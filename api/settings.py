@@ -1,8 +1,8 @@
 """Service settings, read from ``MOLGAN_*`` environment variables (or passed in directly).
 
-    MOLGAN_CHECKPOINT=/models/qm9.safetensors MOLGAN_MAX_MOLECULES=500 molgan serve
+    MOLGAN_MODELS=/models MOLGAN_DEFAULT_MODEL=qm9 MOLGAN_MAX_MOLECULES=500 molgan serve
 
-The checkpoint comes only from here: no request can name a file on the server.
+The checkpoints come only from here: requests choose among them by name, never by a path.
 """
 
 from __future__ import annotations
@@ -31,7 +31,13 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="MOLGAN_", extra="ignore", frozen=True)
 
     checkpoint: Path | None = None
-    """Checkpoint to serve; ``None`` is the QM9 checkpoint bundled with the package."""
+    """One checkpoint to serve (``molgan serve --checkpoint``); see ``models`` for several."""
+    models: str | None = None
+    """Checkpoints to serve: a folder (every ``*.safetensors`` in it) or a comma-separated list of
+    files, each named by its file's stem (``api.catalog``). With neither this nor ``checkpoint``:
+    every model bundled with the package."""
+    default_model: str | None = None
+    """The model of requests that name none; ``None``: ``qm9`` if served, else the first."""
     device: Annotated[str, AfterValidator(check_device_name)] = "cpu"
     """Where the generator runs (``molgan.device``): on the CPU a seed gives the same molecules
     on every machine."""

@@ -184,11 +184,36 @@ def bundled_models() -> list[str]:
     return sorted(path.stem for path in _ASSETS.glob("*.safetensors"))
 
 
+def bundled_checkpoints() -> dict[str, Path]:
+    """Every bundled model's checkpoint file, by name (sorted)."""
+    return {name: _ASSETS / f"{name}.safetensors" for name in bundled_models()}
+
+
+def evaluation_report(checkpoint: Path) -> dict[str, Any] | None:
+    """The evaluation saved beside a checkpoint as ``<stem>.eval.json`` (what
+    scripts/bundle_checkpoint.py writes next to a bundled model), or ``None`` if there is none.
+
+    A file that is there but is not a JSON object is a ``CheckpointError`` naming it: a figure
+    shown to users should not be silently dropped.
+    """
+    report = checkpoint.with_name(f"{checkpoint.stem}.eval.json")
+    if not report.is_file():
+        return None
+    try:
+        figures = json.loads(report.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"{report} is not a readable JSON evaluation: {exc}") from None
+    if not isinstance(figures, dict):
+        raise CheckpointError(f"{report} is not a JSON object of evaluation figures")
+    return figures
+
+
 def bundled_checkpoint_path(name: str = DEFAULT_MODEL) -> Path:
     """The checkpoint of a bundled model; CheckpointError naming the bundled ones if unknown."""
-    if name not in bundled_models():
-        raise CheckpointError(f"no bundled model named {name!r}; bundled: {', '.join(bundled_models())}")
-    return _ASSETS / f"{name}.safetensors"
+    bundled = bundled_checkpoints()
+    if name not in bundled:
+        raise CheckpointError(f"no bundled model named {name!r}; bundled: {', '.join(bundled)}")
+    return bundled[name]
 
 
 def resolve_checkpoint(model: str | Path | None) -> Path:

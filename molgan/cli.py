@@ -225,6 +225,10 @@ def train(
 CheckpointArg = Annotated[
     Path | None, typer.Argument(help="Checkpoint file (default: the bundled QM9 checkpoint).")
 ]
+ModelOpt = Annotated[
+    str | None,
+    typer.Option("--model", help="A bundled model by name (molgan.bundled_models()), instead of a file."),
+]
 SeedOpt = Annotated[int | None, typer.Option(help="Random seed; the same seed gives the same molecules.")]
 # The sampling options are checked by SamplingSettings, not by typer's min/max, so that every bad
 # value gets the same one-line error as the HTTP API's and the config's rules.
@@ -252,11 +256,19 @@ DeviceOpt = Annotated[
 ]
 
 
-def _load_sampler(checkpoint: Path | None, device: str = "cpu") -> MoleculeSampler:
-    from molgan.checkpoint import CheckpointError
+def _load_sampler(checkpoint: Path | None, model: str | None, device: str = "cpu") -> MoleculeSampler:
+    """The checkpoint file, or the bundled model named by ``--model`` (not both)."""
+    from molgan.checkpoint import CheckpointError, bundled_checkpoint_path
     from molgan.device import DeviceError
     from molgan.sampling import MoleculeSampler
 
+    if model is not None:
+        if checkpoint is not None:
+            raise _fail(f"give a checkpoint file or --model, not both (got {checkpoint} and --model {model})")
+        try:
+            checkpoint = bundled_checkpoint_path(model)
+        except CheckpointError as exc:
+            raise _fail(f"--model: {exc}") from None
     try:
         return MoleculeSampler.load(checkpoint, device=device)
     except DeviceError as exc:
@@ -280,6 +292,7 @@ def _sampling_settings(
 @app.command()
 def sample(
     checkpoint: CheckpointArg = None,
+    model: ModelOpt = None,
     n: Annotated[int, typer.Option("-n", min=1, help="Number of molecules.")] = 100,
     seed: SeedOpt = None,
     temperature: TemperatureOpt = None,
@@ -309,7 +322,7 @@ def sample(
         raise _fail(str(exc)) from None
     if out_format == "jsonl" and (valid_only or unique):
         raise _fail("jsonl writes every raw sample in order: drop --valid-only/--unique")
-    sampler = _load_sampler(checkpoint, device)
+    sampler = _load_sampler(checkpoint, model, device)
     settings = _sampling_settings(sampler, mode, temperature, min_p)
     result = sample_filtered(
         sampler, n, seed=seed, settings=settings, valid_only=valid_only, unique=unique
@@ -330,6 +343,7 @@ def sample(
 @app.command()
 def evaluate(
     checkpoint: CheckpointArg = None,
+    model: ModelOpt = None,
     n: Annotated[
         int | None,
         typer.Option("-n", min=10, help="Number of raw samples to score (default 10,000; "
@@ -363,7 +377,7 @@ def evaluate(
         raise _fail(f"--benchmark must be 'moses', got {benchmark!r}")
     if reference_limit is not None and benchmark is None:
         raise _fail("--reference-limit needs --benchmark moses")
-    sampler = _load_sampler(checkpoint, device)
+    sampler = _load_sampler(checkpoint, model, device)
     settings = _sampling_settings(sampler, mode, temperature, min_p)
     try:
         if benchmark == "moses":
@@ -397,12 +411,13 @@ def evaluate(
 def serve(
     checkpoint: Annotated[
         Path | None,
-        typer.Option(help="Checkpoint to serve (default: $MOLGAN_CHECKPOINT, else the bundled QM9 one)."),
+        typer.Option(help="Checkpoint to serve (default: $MOLGAN_CHECKPOINT, else the checkpoints of "
+                     "$MOLGAN_MODELS, else every bundled model)."),
     ] = None,
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 8000,
     workers: Annotated[
-        int, typer.Option(min=1, max=64, help="Server processes; each loads the model and samples.")
+        int, typer.Option(min=1, max=64, help="Server processes; each loads the models and samples.")
     ] = 1,
     temperature: TemperatureOpt = None,
     min_p: MinPOpt = None,
@@ -413,7 +428,10 @@ def serve(
                      "$MOLGAN_DEVICE, else cpu)."),
     ] = None,
 ) -> None:
-    """Serve the HTTP API with uvicorn: /v1/generate, /v1/depict, /v1/model, /docs and a page at /.
+    """Serve the HTTP API with uvicorn: /v1/generate, /v1/depict, /v1/models, /docs and a page at /.
+
+    Several models: MOLGAN_MODELS is a folder of checkpoints or a comma-separated list of files,
+    each served under its file's stem; MOLGAN_DEFAULT_MODEL answers requests that name none.
 
     --mode, --temperature and --min-p set the server's default sampling (requests may still say
     otherwise); without them, MOLGAN_MODE / MOLGAN_TEMPERATURE / MOLGAN_MIN_P, else the
@@ -426,10 +444,11 @@ def serve(
     import uvicorn
     from pydantic import ValidationError
 
+    from molgan.api.catalog import CatalogError
+    from molgan.api.service import load_checkpoints
     from molgan.api.settings import available_cpus, get_settings
     from molgan.checkpoint import CheckpointError
     from molgan.device import DeviceError, resolve_device
-    from molgan.sampling import MoleculeSampler
     from molgan.sampling_settings import SamplingError
 
     if checkpoint is not None:
@@ -459,14 +478,15 @@ def serve(
     # one message and a non-zero exit here, rather than each worker process failing (and being
     # restarted) at start-up.
     try:
-        sampler = MoleculeSampler.load(settings.checkpoint, device=settings.device)
+        samplers = load_checkpoints(settings).samplers.values()
     except DeviceError as exc:
         raise _fail(f"MOLGAN_DEVICE {exc}") from None
-    except CheckpointError as exc:
+    except (CatalogError, CheckpointError) as exc:
         raise _fail(str(exc)) from None
     options = {"mode": mode, "temperature": temperature, "min_p": min_p}
     if any(value is not None for value in options.values()):
-        _sampling_settings(sampler, mode, temperature, min_p)
+        for sampler in samplers:
+            _sampling_settings(sampler, mode, temperature, min_p)
         # The options replace the environment's sampling defaults as a whole, and reach every
         # worker process through it.
         for name, value in options.items():
@@ -476,7 +496,8 @@ def serve(
         get_settings.cache_clear()
     else:
         try:
-            sampler.with_defaults(settings.mode, settings.temperature, settings.min_p)
+            for sampler in samplers:
+                sampler.with_defaults(settings.mode, settings.temperature, settings.min_p)
         except SamplingError as exc:
             raise _fail(f"MOLGAN_{exc.field.upper()} {exc.problem}") from None
     log_config = copy.deepcopy(uvicorn.config.LOGGING_CONFIG)

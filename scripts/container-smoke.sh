@@ -7,8 +7,9 @@
 #
 # Steps: install podman/debootstrap/runc (apt, idempotent) -> hadolint the Dockerfile ->
 # build the stand-in base -> build the image -> start it -> wait for /ready -> HEALTHCHECK ->
-# POST /v1/generate (SMILES re-checked with RDKit) -> non-root -> no CUDA packages ->
-# mounted checkpoint via MOLGAN_CHECKPOINT -> SIGTERM stops it within 5 s -> remove everything.
+# POST /v1/generate from every model GET /v1/models lists (SMILES re-checked with RDKit) ->
+# resident memory with all of them loaded -> non-root -> no CUDA packages -> a read-only folder
+# of checkpoints via MOLGAN_MODELS -> SIGTERM stops it within 5 s -> remove everything.
 #
 # All podman state (images, containers, layers) lives under one temporary folder that is
 # removed on exit, whatever happens. Run as root: `bash scripts/container-smoke.sh`.
@@ -24,6 +25,7 @@ set -euo pipefail
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 PORT=8000  # the image's own port; the container shares the host's network
 STOP_LIMIT_S=5
+RSS_LIMIT_MB=1000
 PASSED=0
 
 log() { printf '[container-smoke %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
@@ -236,13 +238,17 @@ stop_within_limit() {  # $1 container name; sets STOP_MS
 }
 
 # Reads a /v1/generate response on stdin, inside the container where RDKit is installed, and
-# re-parses every SMILES instead of trusting the service's "valid" flags. $1: expected count.
+# re-parses every SMILES instead of trusting the service's "valid" flags. $1: expected count;
+# $2 (optional): the model that must have answered.
 read -r -d '' CHECK_MOLECULES <<'EOF' || true
 import json, sys
 from rdkit import Chem, RDLogger
 
 RDLogger.DisableLog("rdApp.*")
-mols = json.load(sys.stdin)["molecules"]
+answer = json.load(sys.stdin)
+if len(sys.argv) > 2:
+    assert answer["model"]["name"] == sys.argv[2], f"asked {sys.argv[2]}, answered by {answer['model']}"
+mols = answer["molecules"]
 assert len(mols) == int(sys.argv[1]), f"asked for {sys.argv[1]} molecules, got {len(mols)}"
 valid = []
 for m in mols:
@@ -294,6 +300,25 @@ a, b = (json.load(open(p))["molecules"] for p in sys.argv[1:3])
 assert a == b, (a, b)
 EOF
 pass "POST /v1/generate: $summary; same seed, same molecules"
+
+# Every model the image serves (all bundled ones by default), each by name.
+http GET /v1/models >"$WORK/models.json" || die "GET /v1/models"
+mapfile -t MODELS < <(python3 -c \
+    'import json, sys; print("\n".join(m["name"] for m in json.load(open(sys.argv[1]))["models"]))' \
+    "$WORK/models.json")
+((${#MODELS[@]} > 0)) || die "GET /v1/models lists no model"
+for model in "${MODELS[@]}"; do
+    http POST /v1/generate "{\"n\": 8, \"seed\": 1, \"model\": \"$model\"}" >"$WORK/gen-$model.json" \
+        || die "POST /v1/generate for model $model"
+    summary=$("${PODMAN[@]}" exec -i "$CTR" python -c "$CHECK_MOLECULES" 8 "$model" <"$WORK/gen-$model.json") \
+        || die "molecules from model $model"
+    pass "model $model: $summary"
+done
+# Resident memory of the server (PID 1) with every model loaded and sampled from.
+RSS_MB=$("${PODMAN[@]}" exec "$CTR" python -c \
+    'print(next(int(l.split()[1]) for l in open("/proc/1/status") if l.startswith("VmRSS:")) // 1024)')
+((RSS_MB < RSS_LIMIT_MB)) || die "the server uses ${RSS_MB} MB with ${#MODELS[@]} models, over ${RSS_LIMIT_MB} MB"
+pass "server RSS ${RSS_MB} MB with ${#MODELS[@]} model(s) loaded: ${MODELS[*]}"
 step_done
 
 step "image contents"
@@ -308,11 +333,12 @@ torch_v=$("${PODMAN[@]}" exec "$CTR" python -c 'import torch; print(torch.__vers
 [[ $torch_v == *"+cpu None" ]] || die "torch is not the CPU build: $torch_v"
 VENV_MB=$("${PODMAN[@]}" exec "$CTR" du -sm /opt/venv | cut -f1)
 pass "torch $torch_v (CPU only), no nvidia packages; /opt/venv ${VENV_MB} MB"
-# Keep a copy of the bundled checkpoint, taken out of the image, for the mounted-volume run.
+# Two copies of the bundled checkpoint, taken out of the image, for the mounted-volume run.
 bundled=$("${PODMAN[@]}" exec "$CTR" python -c \
     'from molgan.checkpoint import bundled_checkpoint_path; print(bundled_checkpoint_path())')
 mkdir -p "$WORK/ckpt"
 "${PODMAN[@]}" cp "$CTR:$bundled" "$WORK/ckpt/mounted.safetensors"
+cp "$WORK/ckpt/mounted.safetensors" "$WORK/ckpt/second.safetensors"
 chmod -R a+rX "$WORK/ckpt"
 step_done
 
@@ -322,21 +348,26 @@ MAIN_STOP_MS=$STOP_MS
 pass "SIGTERM: stopped cleanly in ${MAIN_STOP_MS} ms"
 step_done
 
-step "mounted checkpoint"
-start "$CTR2" -v "$WORK/ckpt:/checkpoints:ro" -e MOLGAN_CHECKPOINT=/checkpoints/mounted.safetensors
+step "mounted checkpoints"
+start "$CTR2" -v "$WORK/ckpt:/checkpoints:ro" -e MOLGAN_MODELS=/checkpoints -e MOLGAN_DEFAULT_MODEL=second
 wait_ready "$CTR2"
-http POST /v1/generate '{"n": 4, "seed": 2}' >"$WORK/gen3.json" || die "POST /v1/generate"
-"${PODMAN[@]}" exec -i "$CTR2" python -c "$CHECK_MOLECULES" 4 <"$WORK/gen3.json" >/dev/null \
-    || die "molecules from the mounted checkpoint"
-python3 - "$WORK/gen3.json" <<'EOF' || die "mounted checkpoint not served"
+http GET /v1/models >"$WORK/models2.json" || die "GET /v1/models"
+python3 - "$WORK/models2.json" <<'EOF' || die "the mounted checkpoints are not what is served"
 import json, sys
-model = json.load(open(sys.argv[1]))["model"]
-# Named by its file name only: the API does not reveal the server's directories.
-assert model["checkpoint"] == "mounted.safetensors", model
-assert "/checkpoints" not in json.dumps(model), model
+listed = json.load(open(sys.argv[1]))
+assert [m["name"] for m in listed["models"]] == ["mounted", "second"], listed["models"]
+assert listed["default"] == "second", listed["default"]
+# Named by file name only: the API does not reveal the server's directories.
+assert "/checkpoints" not in json.dumps(listed), listed
 EOF
+for model in mounted second; do
+    http POST /v1/generate "{\"n\": 4, \"seed\": 2, \"model\": \"$model\"}" >"$WORK/gen3-$model.json" \
+        || die "POST /v1/generate for model $model"
+    "${PODMAN[@]}" exec -i "$CTR2" python -c "$CHECK_MOLECULES" 4 "$model" <"$WORK/gen3-$model.json" \
+        >/dev/null || die "molecules from the mounted checkpoint $model"
+done
 stop_within_limit "$CTR2"
-pass "MOLGAN_CHECKPOINT=/checkpoints/mounted.safetensors from a read-only volume is served"
+pass "MOLGAN_MODELS=/checkpoints, a read-only volume of two checkpoints: both served, by name"
 step_done
 
 TOTAL_S=$(( $(date +%s) - T_START ))
@@ -344,5 +375,5 @@ log "timings:"
 for t in "${TIMINGS[@]}"; do log "  $t"; done
 log "  $(printf '%-28s %5ds' total "$TOTAL_S")"
 log "image ${IMAGE_MB} MB (${ADDED_MB} MB above the base, /opt/venv ${VENV_MB} MB); build ${BUILD_S}s;" \
-    "ready ${READY_S}s; stop ${MAIN_STOP_MS} ms"
+    "ready ${READY_S}s; server RSS ${RSS_MB} MB (${#MODELS[@]} models); stop ${MAIN_STOP_MS} ms"
 echo "container-smoke: $PASSED passed, 0 failed"

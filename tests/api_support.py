@@ -105,13 +105,14 @@ def rss_bytes(pid: int) -> int:
 class ServerProcess:
     """``molgan serve`` in a child process on a free loopback port; stopped with SIGTERM.
 
-    ``env`` adds MOLGAN_* settings and ``options`` command-line options. Use as a context manager;
-    ``url`` is the base URL.
+    ``checkpoint`` is passed as ``--checkpoint`` (``None``: not passed, so the environment, e.g.
+    MOLGAN_MODELS, says what to serve). ``env`` adds MOLGAN_* settings and ``options``
+    command-line options. Use as a context manager; ``url`` is the base URL.
     """
 
-    def __init__(self, checkpoint: str | Path, *, env: dict[str, str] | None = None,
+    def __init__(self, checkpoint: str | Path | None, *, env: dict[str, str] | None = None,
                  options: Sequence[str] = (), workers: int = 1, start_timeout_s: float = 60.0) -> None:
-        self.checkpoint = Path(checkpoint)
+        self.checkpoint = Path(checkpoint) if checkpoint is not None else None
         self.options = list(options)
         self.env = {**os.environ, **(env or {})}
         self.workers = workers
@@ -129,9 +130,10 @@ class ServerProcess:
         return self._log.read().decode(errors="replace")
 
     def __enter__(self) -> ServerProcess:
-        command = [sys.executable, "-c", "from molgan.cli import app; app()", "serve",
-                   "--checkpoint", str(self.checkpoint), "--host", "127.0.0.1", "--port", str(self.port),
-                   "--workers", str(self.workers), *self.options]
+        served = ["--checkpoint", str(self.checkpoint)] if self.checkpoint is not None else []
+        command = [sys.executable, "-c", "from molgan.cli import app; app()", "serve", *served,
+                   "--host", "127.0.0.1", "--port", str(self.port), "--workers", str(self.workers),
+                   *self.options]
         self.process = subprocess.Popen(command, env=self.env, stdout=self._log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + self.start_timeout_s
         while time.monotonic() < deadline:

@@ -83,7 +83,7 @@ def test_generate_returns_molecules_stats_and_model(client: TestClient, api_chec
     assert stats["fell_short"] is False
     assert (stats["mode"], stats["temperature"]) == ("argmax", None)
     assert stats["elapsed_ms"] > 0
-    assert out["model"] == {"name": "debug", "step": 0, "checkpoint": api_checkpoint.name}
+    assert out["model"] == {"name": "debug", "config": "debug", "step": 0, "checkpoint": api_checkpoint.name}
 
 
 def test_same_seed_same_molecules_as_the_library(client: TestClient, sampler: MoleculeSampler) -> None:
@@ -369,7 +369,7 @@ def test_model_metrics_that_json_cannot_hold_are_text(tmp_path: Path) -> None:
 
 def test_health_and_ready(client: TestClient) -> None:
     assert client.get("/health").json() == {"status": "ok"}
-    assert client.get("/ready").json() == {"status": "ready", "model": "debug"}
+    assert client.get("/ready").json() == {"status": "ready", "model": "debug", "models": ["debug"]}
 
 
 def test_not_ready_before_the_model_is_loaded(api_checkpoint: Path) -> None:
@@ -388,7 +388,7 @@ def test_not_ready_before_the_model_is_loaded(api_checkpoint: Path) -> None:
 def test_every_route_sees_the_model_through_one_dependency(api_checkpoint: Path) -> None:
     app = create_app(Settings(checkpoint=api_checkpoint, worker_threads=1))
     with TestClient(app) as client:
-        assert client.get("/ready").json() == {"status": "ready", "model": "debug"}
+        assert client.get("/ready").json() == {"status": "ready", "model": "debug", "models": ["debug"]}
         # /metrics reports the queue of the pool that the dependency hands out.
         with occupied_pool(app):
             assert metric(client.get("/metrics").text, "molgan_work_pending") == 1
@@ -422,16 +422,17 @@ def test_metrics_count_requests_and_molecules(api_checkpoint: Path) -> None:
         client.post("/v1/generate", json={"n": 0})
         text = client.get("/metrics").text
         other_text = other_client.get("/metrics").text
-    assert metric(text, "molgan_molecules_generated_total") == 40
+    model = {"model": "debug"}
+    assert metric(text, "molgan_molecules_generated_total", **model) == 40
     valid = first["stats"]["valid"] + second["stats"]["valid"]
-    assert metric(text, "molgan_molecules_valid_total") == valid
-    assert metric(text, "molgan_valid_rate") == pytest.approx(valid / 40)
-    assert metric(text, "molgan_samples_drawn_total") == 40
+    assert metric(text, "molgan_molecules_valid_total", **model) == valid
+    assert metric(text, "molgan_valid_rate", **model) == pytest.approx(valid / 40)
+    assert metric(text, "molgan_samples_drawn_total", **model) == 40
     route = {"method": "POST", "route": "/v1/generate"}
     assert metric(text, "molgan_http_requests_total", **route, status="200") == 2
     assert metric(text, "molgan_http_requests_total", **route, status="422") == 1
     assert metric(text, "molgan_http_request_duration_seconds_count", **route) == 3
-    assert metric(other_text, "molgan_molecules_generated_total") == 0
+    assert metric(other_text, "molgan_molecules_generated_total", **model) == 0
 
 
 def test_metrics_label_routes_not_raw_paths(client: TestClient) -> None:
@@ -478,13 +479,14 @@ def test_docs_page_loads_swagger_ui_from_the_app_itself(client: TestClient) -> N
 def test_openapi_describes_the_endpoints_exactly(client: TestClient) -> None:
     spec = client.get("/openapi.json").json()
     assert set(spec["paths"]) == {
-        "/v1/generate", "/v1/export", "/v1/depict", "/v1/model", "/health", "/ready", "/metrics"
+        "/v1/generate", "/v1/export", "/v1/depict", "/v1/model", "/v1/models", "/health", "/ready", "/metrics"
     }
     schemas = spec["components"]["schemas"]
     request = schemas["GenerateRequest"]
     assert request["additionalProperties"] is False
     assert (request["properties"]["n"]["minimum"], request["properties"]["n"]["maximum"]) == (1, MAX_N)
     assert request["properties"]["temperature"]["anyOf"][0]["exclusiveMinimum"] == 0
+    assert request["properties"]["model"]["anyOf"][0] == {"type": "string", "minLength": 1, "maxLength": 200}
     generate_op = spec["paths"]["/v1/generate"]["post"]
     assert generate_op["responses"]["200"]["content"]["application/json"]["schema"]["$ref"].endswith(
         "/GenerateResponse"
@@ -502,7 +504,11 @@ def test_openapi_describes_the_endpoints_exactly(client: TestClient) -> None:
     export_op = spec["paths"]["/v1/export"]["post"]
     assert set(export_op["responses"]["200"]["content"]) == {"text/csv", "chemical/x-mdl-sdfile"}
     assert {"422", "503", "504"} <= set(export_op["responses"])
-    assert "sha256" in schemas["ModelInfo"]["required"]
+    assert {"name", "config", "sha256", "default"} <= set(schemas["ModelInfo"]["required"])
+    models_op = spec["paths"]["/v1/models"]["get"]
+    listing = models_op["responses"]["200"]["content"]["application/json"]["schema"]
+    assert listing["$ref"].endswith("/ModelList")
+    assert [p["name"] for p in spec["paths"]["/v1/model"]["get"]["parameters"]] == ["name"]
 
 
 # --------------------------------------------------------------------------- load: 503 and 504

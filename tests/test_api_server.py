@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -14,10 +15,11 @@ import pytest
 from typer.testing import CliRunner
 
 from molgan.api.settings import get_settings
+from molgan.checkpoint import bundled_checkpoint_path
 from molgan.cli import app
 from molgan.sampling import MoleculeSampler
 from molgan.sampling_settings import SamplingSettings
-from tests.api_support import ServerProcess, free_port
+from tests.api_support import ServerProcess, free_port, rss_bytes
 
 
 def test_molgan_serve_answers_over_http_and_stops_on_sigterm(api_checkpoint: Path) -> None:
@@ -36,7 +38,7 @@ def test_molgan_serve_answers_over_http_and_stops_on_sigterm(api_checkpoint: Pat
         smiles = next(m["smiles"] for m in first.json()["molecules"] if m["valid"])
         svg = http.get("/v1/depict", params={"smiles": smiles})
         assert svg.status_code == 200 and svg.headers["content-type"].startswith("image/svg+xml")
-        assert 'molgan_molecules_generated_total 24.0' in http.get("/metrics").text
+        assert 'molgan_molecules_generated_total{model="debug"} 24.0' in http.get("/metrics").text
         assert http.get("/").headers["content-type"].startswith("text/html")
         started = time.monotonic()
         code = server.stop()
@@ -47,6 +49,38 @@ def test_molgan_serve_answers_over_http_and_stops_on_sigterm(api_checkpoint: Pat
     assert stopped_in < 5
     assert "Application startup complete" in log and "Finished server process" in log
     assert "Traceback" not in log
+
+
+def test_molgan_serve_serves_qm9_and_a_trained_model_side_by_side(debug_run: Path, tmp_path: Path) -> None:
+    # A generator trained for a few steps with configs/debug.yaml: another vocabulary, another
+    # architecture, served beside the bundled QM9 model by one process.
+    tiny = tmp_path / "tiny.safetensors"
+    shutil.copy(debug_run / "best.safetensors", tiny)
+    models = f"{bundled_checkpoint_path('qm9')},{tiny}"
+    with ServerProcess(None, env={"MOLGAN_MODELS": models}) as server, httpx.Client(
+        base_url=server.url, timeout=30
+    ) as http:
+        listed = http.get("/v1/models")
+        answers = {name: http.post("/v1/generate", json={"n": 50, "seed": 3, "model": name})
+                   for name in ("qm9", "tiny")}
+        unknown = http.post("/v1/generate", json={"n": 5, "model": "moses"})
+        metrics = http.get("/metrics").text
+        rss = rss_bytes(server.pid)
+    assert listed.json()["default"] == "qm9"
+    assert [m["name"] for m in listed.json()["models"]] == ["qm9", "tiny"]
+    assert [m["vocab"]["max_atoms"] for m in listed.json()["models"]] == [
+        MoleculeSampler.load(path).vocab.max_atoms for path in (bundled_checkpoint_path("qm9"), tiny)
+    ]
+    for name, path in (("qm9", bundled_checkpoint_path("qm9")), ("tiny", tiny)):
+        answer = answers[name].json()
+        assert answer["model"]["name"] == name
+        expected = MoleculeSampler.load(path).sample(50, seed=3)
+        assert [m["smiles"] for m in answer["molecules"]] == [s.smiles for s in expected]
+        assert f'molgan_molecules_generated_total{{model="{name}"}} 50.0' in metrics
+    assert unknown.status_code == 422
+    assert unknown.json()["detail"][0]["msg"] == "unknown model 'moses'; this server serves: qm9, tiny"
+    assert str(tmp_path) not in listed.text + "".join(a.text for a in answers.values())
+    assert rss < 1024**3  # both models loaded and sampled from, well under 1 GB
 
 
 def test_serve_options_set_the_servers_default_sampling(api_checkpoint: Path) -> None:

@@ -1,5 +1,5 @@
-"""The pages in a real headless Chromium, against a real server: the molecule grid at /, its
-downloads, and the API documentation at /docs.
+"""The pages in a real headless Chromium, against a real server of two models: the molecule grid
+at /, its model selector, its downloads, and the API documentation at /docs.
 
 Needs Debian's `chromium` and `chromium-driver` (scripts/install-test-deps.sh installs them).
 Screenshots are written to test-artifacts/.
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import shutil
 import time
 from collections.abc import Iterator
@@ -20,9 +21,11 @@ from rdkit import Chem
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
-from selenium.webdriver.support.ui import WebDriverWait
+from selenium.webdriver.support.ui import Select, WebDriverWait
 
-from tests.api_support import ServerProcess
+from molgan.config import load_config
+from tests.api_support import ServerProcess, write_template_checkpoint
+from tests.conftest import DEBUG_CONFIG
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -38,8 +41,15 @@ pytestmark = [
 
 
 @pytest.fixture(scope="module")
-def server(api_checkpoint: Path) -> Iterator[ServerProcess]:
-    with ServerProcess(api_checkpoint, env={"MOLGAN_MAX_MOLECULES": "64"}) as running:
+def server(api_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """``debug`` (the default: it comes first) and ``branch``, a second model with evaluation
+    figures beside it."""
+    branch = write_template_checkpoint(
+        load_config(DEBUG_CONFIG), tmp_path_factory.mktemp("browser") / "branch.safetensors", seed=5
+    )
+    branch.with_name("branch.eval.json").write_text(json.dumps({"validity": 0.5, "fcd": 12.25}))
+    env = {"MOLGAN_MAX_MOLECULES": "64", "MOLGAN_MODELS": f"{api_checkpoint},{branch}"}
+    with ServerProcess(None, env=env) as running:
         yield running
 
 
@@ -84,6 +94,11 @@ def drawings_loaded(driver: webdriver.Chrome, count: int) -> bool:
     ))
 
 
+def grid_smiles(driver: webdriver.Chrome) -> list[str | None]:
+    """The SMILES of the cards in the grid, in order."""
+    return [c.get_attribute("data-smiles") for c in driver.find_elements(By.CSS_SELECTOR, "#grid .card")]
+
+
 def open_page(browser: webdriver.Chrome, url: str) -> None:
     """Open the page and wait for the grid it shows without being asked: 24 molecules."""
     browser.get(url + "/")
@@ -92,12 +107,12 @@ def open_page(browser: webdriver.Chrome, url: str) -> None:
 
 def test_page_shows_molecules_as_soon_as_it_opens(server: ServerProcess, browser: webdriver.Chrome) -> None:
     open_page(browser, server.url)  # no click
-    assert "step" in browser.find_element(By.ID, "model").text
+    assert browser.find_element(By.ID, "figures").text.startswith("debug · step 0")
     status = browser.find_element(By.ID, "status").text
     assert "24 molecules" in status
     seed = int(browser.find_element(By.ID, "grid").get_attribute("data-seed"))
     assert f"seed {seed}" in status
-    shown = [c.get_attribute("data-smiles") for c in browser.find_elements(By.CSS_SELECTOR, "#grid .card")]
+    shown = grid_smiles(browser)
     # The page asked with its form's defaults; the same request with that seed gives the same grid.
     expected = httpx.post(server.url + "/v1/generate", timeout=30, json={
         "n": 24, "seed": seed, "valid_only": True, "unique": False, "properties": True,
@@ -148,6 +163,38 @@ def test_page_generates_molecules_and_draws_them(server: ServerProcess, browser:
     assert browser.save_screenshot(str(ARTIFACTS / "browser-index-temperature.png"))
 
 
+def test_model_selector_shows_the_chosen_models_figures_and_molecules(
+    server: ServerProcess, browser: webdriver.Chrome
+) -> None:
+    open_page(browser, server.url)
+    selector = Select(browser.find_element(By.ID, "model"))
+    assert [o.text for o in selector.options] == ["debug", "branch"]
+    assert selector.first_selected_option.text == "debug"  # the server's default
+    debug_grid = grid_smiles(browser)
+    seed = browser.find_element(By.ID, "seed")
+    seed.send_keys("5")
+
+    selector.select_by_visible_text("branch")  # a new grid without a click
+    figures = browser.find_element(By.ID, "figures")
+    WebDriverWait(browser, 30).until(lambda d: figures.text.startswith("branch"))
+    assert "validity 50.0%" in figures.text and "FCD 12.25" in figures.text
+    assert "up to 9 atoms" in figures.text
+    WebDriverWait(browser, 30).until(lambda d: "seed 5" in d.find_element(By.ID, "status").text)
+    WebDriverWait(browser, 30).until(lambda d: drawings_loaded(d, 24))
+    shown = grid_smiles(browser)
+    expected = httpx.post(server.url + "/v1/generate", timeout=30, json={
+        "model": "branch", "n": 24, "seed": 5, "valid_only": True, "unique": False, "properties": True,
+    }).json()["molecules"]
+    assert shown == [m["smiles"] for m in expected]
+    assert shown != debug_grid
+    ARTIFACTS.mkdir(exist_ok=True)
+    assert browser.save_screenshot(str(ARTIFACTS / "browser-index-model.png"))
+
+    selector.select_by_visible_text("debug")  # and back: the debug model has no figures
+    WebDriverWait(browser, 30).until(lambda d: figures.text.startswith("debug"))
+    assert "validity" not in figures.text
+
+
 def downloaded(folder: Path, name: str) -> str:
     """The text of ``folder/name`` once the browser has finished writing it."""
     deadline = time.monotonic() + 30
@@ -194,7 +241,8 @@ def test_docs_list_the_operations_from_local_files(server: ServerProcess, browse
     # Swagger UI puts zero-width spaces into long paths so that they can wrap.
     operations = browser.find_elements(By.CSS_SELECTOR, ".opblock-summary-path")
     paths = {e.text.replace("\u200b", "") for e in operations}
-    assert paths == {"/v1/generate", "/v1/export", "/v1/depict", "/v1/model", "/health", "/ready", "/metrics"}
+    assert paths == {"/v1/generate", "/v1/export", "/v1/depict", "/v1/model", "/v1/models", "/health",
+                     "/ready", "/metrics"}
     loaded = browser.execute_script("return performance.getEntriesByType('resource').map((e) => e.name);")
     assert any(url.endswith("/docs-assets/swagger-ui-bundle.js") for url in loaded)
     assert all(url.startswith(server.url + "/") for url in loaded), loaded  # nothing from elsewhere

@@ -26,7 +26,7 @@ import math
 from collections import Counter
 from collections.abc import Iterable, Sequence
 
-from rdkit import Chem
+from rdkit import Chem, rdBase
 
 from molgan.chem import atom_label, is_valid_mol, sanitized_mol
 
@@ -103,12 +103,48 @@ def bond_label(bond: Chem.Bond) -> str:
     return f"{ends[0].GetSymbol()}{symbol}{ends[1].GetSymbol()}"
 
 
-def ring_systems(mol: Chem.Mol) -> list[str]:
-    """The ring systems of a sanitized molecule as canonical SMILES fragments, one per system.
+def _standalone_smiles(mol: Chem.Mol, atoms: set[int]) -> str:
+    """Canonical SMILES of the atoms ``atoms`` of ``mol`` and the bonds between them, as a
+    molecule of its own: cut substituents become hydrogens.
 
-    A system is the union of rings that share atoms; its fragment holds its atoms and the bonds
-    between them (substituents and exocyclic bonds are left out, ring bond orders and aromatic
-    flags are kept).
+    The fragment is rebuilt atom by atom because RDKit's fragment SMILES ranks atoms with
+    invariants of the whole molecule, which would spell one ring two ways in two molecules.
+    """
+    fragment = Chem.RWMol()
+    index = {}
+    for i in sorted(atoms):
+        atom = mol.GetAtomWithIdx(i)
+        copy = Chem.Atom(atom.GetAtomicNum())
+        copy.SetFormalCharge(atom.GetFormalCharge())
+        copy.SetIsAromatic(atom.GetIsAromatic())
+        inside = sum(1 for n in atom.GetNeighbors() if n.GetIdx() in atoms)
+        if atom.GetIsAromatic() and atom.GetAtomicNum() != 6 and inside == 2 and atom.GetTotalDegree() == 3:
+            # A pyrrole-type N keeps its hydrogen (or gets one in place of its substituent):
+            # without it the aromatic ring could not be written down.
+            copy.SetNumExplicitHs(1)
+        index[i] = fragment.AddAtom(copy)
+    for bond in mol.GetBonds():
+        begin, end = bond.GetBeginAtomIdx(), bond.GetEndAtomIdx()
+        if begin in atoms and end in atoms:
+            fragment.AddBond(index[begin], index[end], bond.GetBondType())
+            fragment.GetBondBetweenAtoms(index[begin], index[end]).SetIsAromatic(bond.GetIsAromatic())
+    standalone = fragment.GetMol()
+    with rdBase.BlockLogs():  # a failure is expected and handled below
+        failed = Chem.SanitizeMol(standalone, catchErrors=True) != Chem.SanitizeFlags.SANITIZE_NONE
+    if failed:
+        # A ring aromatic only with its substituents (a pyridone's ring without the C=O): keep
+        # the flags as they were, unsanitized.
+        standalone = fragment.GetMol()
+        standalone.UpdatePropertyCache(strict=False)
+    return Chem.MolToSmiles(standalone, isomericSmiles=False)
+
+
+def ring_systems(mol: Chem.Mol) -> list[str]:
+    """The ring systems of a sanitized molecule as canonical SMILES, one per system.
+
+    A system is the union of rings that share atoms; its SMILES holds its atoms and the bonds
+    between them, with ring bond orders and aromaticity kept and substituents replaced by
+    hydrogens, so a ring is spelled the same whatever it carries.
     """
     systems: list[set[int]] = []
     for ring in mol.GetRingInfo().AtomRings():
@@ -118,19 +154,7 @@ def ring_systems(mol: Chem.Mol) -> list[str]:
             systems.remove(system)
             merged |= system
         systems.append(merged)
-    fragments = []
-    for system in systems:
-        bonds = [
-            b.GetIdx()
-            for b in mol.GetBonds()
-            if b.GetBeginAtomIdx() in system and b.GetEndAtomIdx() in system
-        ]
-        fragments.append(
-            Chem.MolFragmentToSmiles(
-                mol, atomsToUse=sorted(system), bondsToUse=bonds, isomericSmiles=False
-            )
-        )
-    return sorted(fragments)
+    return sorted(_standalone_smiles(mol, system) for system in systems)
 
 
 @dataclasses.dataclass(frozen=True)

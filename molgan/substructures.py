@@ -94,7 +94,7 @@ def _ratio(num: int, den: int) -> float:
 
 
 def bond_label(bond: Chem.Bond) -> str:
-    """``C-N``, ``C=O``, ``N#C`` ...: the two elements, lighter first, joined by the bond's SMILES
+    """``C-N``, ``C=O``, ``C#N`` ...: the two elements, lighter first, joined by the bond's SMILES
     symbol (``:`` aromatic, ``~`` any other kind)."""
     ends = sorted(
         (bond.GetBeginAtom(), bond.GetEndAtom()), key=lambda a: (a.GetAtomicNum(), a.GetSymbol())

@@ -12,12 +12,22 @@ from molgan.sampling import MoleculeSampler
 from molgan.sampling_settings import SamplingSettings
 
 
+def dataset_splits(data: DataConfig) -> tuple[list[str], list[str], list[str]]:
+    """The canonical SMILES of a dataset's (training, validation, test) splits, rebuilt from its
+    config."""
+    dataset = dataset_from_config(data)
+    train, valid, test = (
+        [dataset.smiles[i] for i in idx.tolist()]
+        for idx in dataset.split(data.split_seed, data.fractions)
+    )
+    return train, valid, test
+
+
 def dataset_references(data: DataConfig) -> tuple[set[str], list[str]]:
     """The canonical SMILES of a dataset's training split (for novelty) and of its test split
     (the FCD reference), rebuilt from its config."""
-    dataset = dataset_from_config(data)
-    train_idx, _, test_idx = dataset.split(data.split_seed, data.fractions)
-    return {dataset.smiles[i] for i in train_idx.tolist()}, [dataset.smiles[i] for i in test_idx.tolist()]
+    train, _, test = dataset_splits(data)
+    return set(train), test
 
 
 def evaluate_sampler(

@@ -1,4 +1,5 @@
-"""scripts/select_checkpoint.py on real snapshots: it scores every setting and ranks correctly."""
+"""scripts/select_checkpoint.py on real snapshots: it scores every setting and ranks correctly,
+by uniqueness or by FCD against the validation split."""
 
 from __future__ import annotations
 
@@ -7,10 +8,14 @@ import json
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from molgan.config import Config
+from molgan.evaluation import dataset_splits
+from molgan.metrics import frechet_chemnet_distance
 from molgan.sampling import MoleculeSampler
 from molgan.training.run_dir import RunDir
 
@@ -81,3 +86,84 @@ def test_select_skips_snapshots_before_from_step(run_with_snapshots: Path, tmp_p
     assert result.returncode == 0, result.stderr
     scored = {json.loads(line)["snapshot"] for line in out.read_text().splitlines()}
     assert scored == {str(RunDir(run_with_snapshots).snapshot(40))}
+
+
+# --------------------------------------------------------------------------- ranking by FCD
+
+
+@pytest.fixture(scope="module")
+def run_trained_with_snapshots(
+    tmp_path_factory: pytest.TempPathFactory, debug_config: Callable[..., Config], toy_checkpoint: Path
+) -> Path:
+    """A real debug run that kept a generator snapshot at each of its evaluations (steps 15, 30).
+
+    Thirty steps of the debug model give no valid molecule, so the toy generator, which gives
+    some, is added as the snapshot of step 45.
+    """
+    from molgan.training.trainer import Trainer
+
+    run_dir = tmp_path_factory.mktemp("select-fcd") / "run"
+    Trainer(debug_config("train.keep_snapshots=true"), run_dir, progress=False).train()
+    shutil.copy(toy_checkpoint, RunDir(run_dir).snapshot(45))
+    return run_dir
+
+
+FCD_GRID = ("--temperatures", "1.0,1.3", "--min-ps", "0,0.2")
+
+
+def test_select_ranks_by_fcd_against_the_validation_split(
+    run_trained_with_snapshots: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "scores.jsonl"
+    result = select(
+        run_trained_with_snapshots, *FCD_GRID, "--rank-by", "fcd", "--fcd-samples", "40",
+        "--min-validity", "0.05", "--out", str(out),
+    )
+    assert result.returncode == 0, result.stderr
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert {Path(r["snapshot"]).name for r in rows} == {
+        "step-0000015.safetensors", "step-0000030.safetensors", "step-0000045.safetensors"
+    }
+    assert len(rows) == 3 * 2 * 2
+    passing = [r for r in rows if r["passed"]]
+    assert passing and all("fcd" in r for r in passing)
+    assert all("fcd" not in r for r in rows if r["validity"] < 0.05)
+    # A row's FCD is that of its first valid samples (seed 1) against the validation split.
+    row = passing[0]
+    sampler = MoleculeSampler.load(row["snapshot"])
+    settings = sampler.settings(temperature=row["temperature"], min_p=row["min_p"])
+    valid = [s.smiles for s in sampler.sample(120, seed=1, settings=settings) if s.valid][:40]
+    assert row["fcd_samples"] == len(valid)
+    _, validation, test = dataset_splits(sampler.config.data)
+    assert row["fcd"] == pytest.approx(frechet_chemnet_distance(valid, validation))
+    assert row["fcd"] != pytest.approx(frechet_chemnet_distance(valid, test))
+    # The printed ranking: the passing settings, lowest FCD first.
+    ranked = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [r["fcd"] for r in ranked] == sorted(r["fcd"] for r in passing)[:10]
+
+
+def test_select_applies_the_uniqueness_floor(run_trained_with_snapshots: Path, tmp_path: Path) -> None:
+    out = tmp_path / "scores.jsonl"
+    result = select(
+        run_trained_with_snapshots, *FCD_GRID, "--min-validity", "0", "--min-uniqueness", "0.5",
+        "--out", str(out),
+    )
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    expected = {(r["snapshot"], r["temperature"], r["min_p"]) for r in rows if r["uniqueness"] >= 0.5}
+    if not expected:
+        assert result.returncode != 0 and "uniqueness 0.5" in result.stderr
+        return
+    assert result.returncode == 0, result.stderr
+    printed = [json.loads(line) for line in result.stdout.splitlines()]
+    assert {(r["snapshot"], r["temperature"], r["min_p"]) for r in printed} == expected
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [("--fcd-samples", "1"), ("--temperatures", "1.0,warm")],
+)
+def test_select_rejects_bad_options(run_with_snapshots: Path, option: str, value: str) -> None:
+    result = select(run_with_snapshots, option, value)
+    assert result.returncode == 2
+    assert option in result.stderr.splitlines()[-1]
+    assert "Traceback" not in result.stderr

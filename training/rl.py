@@ -79,6 +79,7 @@ treats the valid values as equal: float rounding alone leaves a spread of about 
 
 
 def _own_share(values: torch.Tensor) -> torch.Tensor:
+    """The sum over a single process: its own values (``Processes.total`` without a group)."""
     return values
 
 

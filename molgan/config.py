@@ -146,6 +146,11 @@ class TrainConfig(_Section):
     baseline is the mean reward of its siblings (leave-one-out). Must divide ``batch_size``."""
     entropy_weight: float = Field(0.0, ge=0.0)
     """Bonus on the per-choice entropy of the generator's categoricals (REINFORCE only)."""
+    critic_reward_weight: float = Field(0.0, ge=0.0)
+    """REINFORCE: weight ``w`` of the critic in the reward of the exact samples. Each valid
+    sample's reward becomes ``rdkit_reward + w * z``, ``z`` its critic score standardised over
+    the valid samples of the whole batch; invalid samples keep reward 0 (0 = off). Needs
+    ``rl_estimator: reinforce`` and ``model.pack: 1`` (the critic must score single graphs)."""
     mode_seeking_weight: float = Field(0.0, ge=0.0)
     """Weight of a mode-seeking term (Mao et al. 2019) that rewards different noise vectors for
     giving different graph distributions, so that the noise, not only the sampling, carries variety."""
@@ -187,6 +192,18 @@ class Config(_Section):
             raise ValueError(
                 f"train.batch_size ({self.train.batch_size}) must be a multiple of "
                 f"train.rl_samples_per_z ({self.train.rl_samples_per_z})"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _critic_reward_scores_single_graphs(self) -> Config:
+        # Otherwise the weight would be ignored, or the reward of one graph would be a pack's score.
+        if self.train.critic_reward_weight > 0 and (
+            self.train.rl_estimator != "reinforce" or self.model.pack != 1
+        ):
+            raise ValueError(
+                "train.critic_reward_weight > 0 needs train.rl_estimator: reinforce and model.pack: 1 "
+                f"(got {self.train.rl_estimator!r} and {self.model.pack})"
             )
         return self
 

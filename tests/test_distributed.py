@@ -27,7 +27,7 @@ from molgan.config import ModelConfig
 from molgan.models import Graphs, build_discriminator, build_generator, build_reward_network
 from molgan.rewards import RewardFunction
 from molgan.training.distributed import Processes, parameter_digest, start
-from molgan.training.rl import reinforce_loss
+from molgan.training.rl import critic_reward, reinforce_loss
 from molgan.training.run_dir import LAST
 from molgan.training.trainer import critic_loss, mode_seeking_ratio, resume_trainer
 from tests.conftest import DEBUG_CONFIG, REPO_ROOT
@@ -57,9 +57,9 @@ def shard(x: torch.Tensor, rank: int, world: int) -> torch.Tensor:
 
 def batch_gradients(processes: Processes) -> dict[str, torch.Tensor]:
     """Gradients of the critic loss, of the generator loss (WGAN + REINFORCE with the batch-mean
-    and with the leave-one-out baseline + entropy + mode seeking) and of the reward network's
-    loss, from this process's share of a fixed batch, through the trainer's loss functions and
-    the models as ``processes`` wraps them."""
+    and with the leave-one-out baseline + entropy + mode seeking), of REINFORCE with the critic's
+    reward and of the reward network's loss, from this process's share of a fixed batch, through
+    the trainer's loss functions and the models as ``processes`` wraps them."""
     rank, world = processes.rank, processes.world_size
     cfg = ModelConfig(z_dim=Z, generator_dims=(11, 13), gcn_dims=(5, 3), aggregation_dim=6, head_dims=(10,))
     with torch.random.fork_rng(devices=[]):
@@ -77,6 +77,7 @@ def batch_gradients(processes: Processes) -> dict[str, torch.Tensor]:
     # k = 2: two consecutive rows per noise vector, as with train.rl_samples_per_z = 2.
     noise = {1: torch.randn(B, Z, generator=g),
              2: torch.randn(B // 2, Z, generator=g).repeat_interleave(2, 0)}
+    valid = torch.rand(B, generator=g) < 0.6
 
     def mine(x: torch.Tensor) -> torch.Tensor:
         return shard(x, rank, world)
@@ -102,6 +103,14 @@ def batch_gradients(processes: Processes) -> dict[str, torch.Tensor]:
         loss = 0.4 * wgan + 0.6 * rl - 0.5 * mode_seeking_ratio(mine(z), logits)
         loss.backward()
         grads |= {f"generator.k{k}.{name}": p.grad.clone() for name, p in generator.named_parameters()}
+    # The leave-one-out baseline exchanges nothing: what is global here is the standardisation of
+    # the critic's scores over the valid graphs of the whole batch.
+    generator.zero_grad(set_to_none=True)
+    term, _ = critic_reward(critic, Graphs.one_hot(mine(atoms), mine(bonds), A, E), mine(valid), 0.5,
+                            processes.total)
+    reinforce_loss(ddp_generator(mine(noise[2])), mine(atoms), mine(bonds), mine(reward) + term,
+                   temperature=1.3, samples_per_z=2).backward()
+    grads |= {f"generator.critic.{name}": p.grad.clone() for name, p in generator.named_parameters()}
     F.mse_loss(ddp_reward(mine(real.atoms), mine(real.bonds)), mine(target)).backward()
     grads |= {f"reward.{name}": p.grad.clone() for name, p in reward_net.named_parameters()}
     return grads
@@ -171,8 +180,8 @@ def test_ddp_gradients_of_the_shares_are_one_process_gradients_of_the_whole_batc
     whole = batch_gradients(Processes(torch.device("cpu")))
     # Each process alone on its share gets other gradients: the comparison below can fail.
     alone = batch_gradients(_ShareOf(rank=0, world=WORLD))
-    assert not torch.allclose(alone["critic.out.weight"], whole["critic.out.weight"])
-    assert not torch.allclose(alone["generator.k1.atom_head.weight"], whole["generator.k1.atom_head.weight"])
+    for key in ("critic.out.weight", "generator.k1.atom_head.weight", "generator.critic.atom_head.weight"):
+        assert not torch.allclose(alone[key], whole[key]), key
     for rank, (grads, _) in enumerate(two_processes):
         assert sorted(grads.keys() - {k for k in grads if k.startswith("shared_reward")}) == sorted(whole)
         for key, expected in whole.items():

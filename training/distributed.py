@@ -9,9 +9,10 @@ included. Without torchrun (or with one process) it returns ``Processes``, whose
 hand back their input: the trainer calls the same methods either way and a single process
 behaves exactly as if this module did not exist (no process group, no wrapper, no exchange).
 
-The collectives are the few the trainer needs, each cheap: reward means and logged statistics
-(a few floats), the SMILES of a step (short strings), a stop flag, random generator states and
-parameter checksums (at checkpoints). Gradients travel through DDP.
+The collectives are the few the trainer needs, each cheap: reward means, the statistics that
+standardise the critic's reward and logged statistics (a few floats), the SMILES of a step (short
+strings), a stop flag, random generator states and parameter checksums (at checkpoints).
+Gradients travel through DDP.
 """
 
 from __future__ import annotations
@@ -53,6 +54,10 @@ class Processes:
         """Mean of ``values`` (B,) over every process's share of the batch (equal shares)."""
         return values.mean()
 
+    def total(self, values: torch.Tensor) -> torch.Tensor:
+        """``values`` (any shape) summed element-wise over the processes."""
+        return values
+
     def mean_stats(self, stats: dict[str, float]) -> dict[str, float]:
         """Each statistic averaged over the processes (all log the same keys)."""
         return stats
@@ -93,6 +98,11 @@ class ProcessGroup(Processes):
         total = values.sum()
         dist.all_reduce(total)
         return total / (values.numel() * self.world_size)
+
+    def total(self, values: torch.Tensor) -> torch.Tensor:
+        summed = values.clone()  # all_reduce works in place; the caller keeps its own values
+        dist.all_reduce(summed)
+        return summed
 
     def mean_stats(self, stats: dict[str, float]) -> dict[str, float]:
         keys = list(stats)  # every process builds its statistics in the same order

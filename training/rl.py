@@ -2,17 +2,21 @@
 
 Each estimator scores the generator's graphs with the exact RDKit reward and returns the term to
 minimise (``None`` while the RL term is off, when only the reward is needed for logging) with
-the rewards and SMILES of the graphs it scored. A new estimator is a new function, added to
+the rewards and SMILES of the graphs it scored. REINFORCE can add the critic's standardised score
+of the exact samples to the reward of the valid ones (``train.critic_reward_weight``,
+``critic_reward``), so that the graphs people sample, not only the relaxed graphs the critic
+trains on, are pushed towards the data. A new estimator is a new function, added to
 ``RL_ESTIMATORS`` under the name ``train.rl_estimator`` gives it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import torch
+from torch import nn
 
 from molgan.models import GraphLogits, Graphs
 from molgan.sampling_settings import SamplingSettings
@@ -33,6 +37,11 @@ class RLTerm:
     """(B,) their canonical SMILES; ``None`` for a graph that is not a molecule."""
     valid: list[bool]
     """(B,) strict validity of each (``molgan.chem``'s definition)."""
+    critic: torch.Tensor | None = None
+    """(B,) the critic's term added to ``reward`` for the policy gradient
+    (``train.critic_reward_weight``); ``None`` when it is off."""
+    stats: dict[str, float] = field(default_factory=dict)
+    """Statistics of the term for the training log."""
 
 
 def reinforce(trainer: Trainer, logits: GraphLogits, relaxed: Graphs, with_loss: bool) -> RLTerm:
@@ -46,11 +55,83 @@ def reinforce(trainer: Trainer, logits: GraphLogits, relaxed: Graphs, with_loss:
     smiles, valid, reward = trainer.score(atoms, bonds)
     if not with_loss:
         return RLTerm(None, reward, smiles, valid)
+    critic: torch.Tensor | None = None
+    stats: dict[str, float] = {}
+    if cfg.critic_reward_weight > 0:
+        graphs = Graphs.one_hot(atoms, bonds, logits.atoms.shape[-1], logits.pairs.shape[-1])
+        is_valid = torch.tensor(valid, dtype=torch.bool, device=reward.device)
+        # The critic itself, not its DDP wrapper: this reward must not train it.
+        critic, valid_mean = critic_reward(
+            trainer.discriminator, graphs, is_valid, cfg.critic_reward_weight, trainer.processes.total
+        )
+        stats = {"critic_reward": critic.mean().item(), "critic_score": valid_mean.item()}
     loss = reinforce_loss(
-        logits, atoms, bonds, reward, temperature=tau, samples_per_z=cfg.rl_samples_per_z,
-        entropy_weight=cfg.entropy_weight, batch_mean=trainer.processes.mean,
+        logits, atoms, bonds, reward if critic is None else reward + critic, temperature=tau,
+        samples_per_z=cfg.rl_samples_per_z, entropy_weight=cfg.entropy_weight,
+        batch_mean=trainer.processes.mean,
     )
-    return RLTerm(loss, reward, smiles, valid)
+    return RLTerm(loss, reward, smiles, valid, critic, stats)
+
+
+STD_FLOOR = 1e-5
+"""Below this spread (relative to the scale of the values, at least 1) ``standardise_valid``
+treats the valid values as equal: float rounding alone leaves a spread of about 1e-7 there."""
+
+
+def _own_share(values: torch.Tensor) -> torch.Tensor:
+    """The sum over a single process: its own values (``Processes.total`` without a group)."""
+    return values
+
+
+def standardise_valid(
+    values: torch.Tensor,
+    valid: torch.Tensor,
+    total: Callable[[torch.Tensor], torch.Tensor] = _own_share,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(values - mean) / std`` (B,) at the valid entries and 0 at the others, where mean and
+    (population) std are those of the valid entries; and that mean (a scalar). values (B,),
+    valid (B,) bool.
+
+    ``total`` sums a tensor over the processes (``Processes.total``): each process then
+    standardises its share with the statistics of the whole batch. With fewer than two valid
+    entries, or valid entries that are all equal (spread under ``STD_FLOOR``), the result is 0
+    everywhere: there is nothing to rank.
+    """
+    mask = valid.to(values.dtype)
+    count, summed = total(torch.stack([mask.sum(), (values * mask).sum()])).unbind()
+    count = count.clamp(min=1.0)  # no valid entry: mean 0, spread 0, result 0
+    mean = summed / count
+    centered = (values - mean) * mask
+    std = (total(centered.pow(2).sum()) / count).sqrt()
+    floor = STD_FLOOR * mean.abs().clamp(min=1.0)
+    z = torch.where(std > floor, centered / torch.maximum(std, floor), torch.zeros_like(centered))
+    return z, mean
+
+
+def critic_reward(
+    critic: nn.Module,
+    graphs: Graphs,
+    valid: torch.Tensor,
+    weight: float,
+    total: Callable[[torch.Tensor], torch.Tensor] = _own_share,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``weight`` times the critic's score of each of B one-hot graphs standardised over the
+    valid ones (``standardise_valid``), 0 for invalid graphs: (B,); and the mean score of the
+    valid graphs (a scalar). No gradient reaches the critic. valid (B,) bool.
+
+    Why only valid graphs, standardised among themselves: the exact reward of an invalid graph
+    is 0, and a realistic-looking invalid graph is still no molecule, so the critic must not buy
+    it reward. Centred on the valid graphs, the term sums to 0 over the batch: it reorders the
+    rewards of valid molecules by how data-like the critic finds them, while the mean reward of
+    valid graphs, the batch-mean baseline, and so the push towards validity stay as they were.
+    With the leave-one-out baseline a sample's term is compared with its siblings' (an invalid
+    sibling's is 0). The uniqueness reward and its memory see the SMILES alone, as before: the
+    critic term pays a repeated molecule again each time, and the uniqueness term still decays.
+    """
+    with torch.no_grad():
+        scores = critic(graphs.atoms, graphs.bonds)
+    z, valid_mean = standardise_valid(scores, valid, total)
+    return weight * z, valid_mean
 
 
 def reinforce_loss(

@@ -7,7 +7,8 @@ One generator step (``Trainer.train_step``):
 2. One generator update on ``lam * WGAN + (1 - lam) * RL`` once the RL term is switched on.
    The RL term (``molgan.training.rl``) is either the reward network's prediction on the ST
    graphs (the paper) or REINFORCE on the exact reward of Gumbel-Max samples, with the batch
-   mean or a leave-one-out mean as baseline.
+   mean or a leave-one-out mean as baseline, optionally plus the critic's standardised score of
+   the valid samples (``train.critic_reward_weight``).
 3. (``reward_net`` only) one reward-network update: MSE to the exact RDKit reward of real
    graphs and of the generated graphs of step 2.
 
@@ -281,6 +282,7 @@ class Trainer:
         rl_on = cfg.lam < 1.0 and self.state.step >= cfg.rl_start_step
         # The RL estimator scores the batch even while its term is off: the reward is logged.
         rl = RL_ESTIMATORS[cfg.rl_estimator](self, logits, fake, rl_on)
+        stats |= rl.stats
 
         loss = cfg.lam * wgan + (1.0 - cfg.lam) * rl.loss if rl.loss is not None else wgan
         if cfg.mode_seeking_weight > 0:

@@ -61,7 +61,15 @@ class DataConfig(_Section):
         return (1.0 - self.val_fraction - self.test_fraction, self.val_fraction, self.test_fraction)
 
 
+GeneratorKind = Literal["mlp", "atoms_first"]
+"""Names of the generators of ``molgan.models`` (``GENERATORS``)."""
+
+
 class ModelConfig(_Section):
+    generator: GeneratorKind = "mlp"
+    """``mlp``: atom and bond logits as independent heads of one MLP (MolGAN); ``atoms_first``:
+    atom types are drawn first and the bond logits computed from them. Checkpoints without this
+    key hold an ``mlp`` generator."""
     z_dim: int = Field(32, ge=1)
     generator_dims: tuple[int, ...] = (128, 256, 512)
     generator_dropout: float = Field(0.0, ge=0.0, lt=1.0)

@@ -1,13 +1,20 @@
-"""Generator, relational-GCN critic and reward network.
+"""Generators, the distributions over graphs they return, relational-GCN critic and reward network.
+
+Two generators (``model.generator``): ``MLPGenerator`` returns ``GraphLogits``, independent atom
+and bond choices; ``AtomsFirstGenerator`` returns ``AtomsFirstLogits``, atom choices first and
+bond choices given them. Both offer ``relax`` (graphs for the critic), ``sample``, ``log_prob``
+and ``entropy``, so training and sampling need not know which generator they drive.
 
 Shapes: B graphs, N atoms per graph, A atom types (index 0 = no atom), E bond types
-(index 0 = no bond), Z noise dimensions, P = N (N - 1) / 2 atom pairs.
+(index 0 = no bond), Z noise dimensions, P = N (N - 1) / 2 atom pairs, H per-atom embedding.
 A graph is a pair of one-hot (or relaxed one-hot) tensors: atoms (B, N, A), bonds (B, N, N, E).
 """
 
 from __future__ import annotations
 
+import functools
 import itertools
+import math
 from dataclasses import dataclass
 
 import torch
@@ -79,9 +86,8 @@ class GraphLogits:
     def tempered(self, temperature: float = 1.0, min_p: float = 0.0) -> GraphLogits:
         """The logits that Gumbel-Max sampling draws from: ``logits / temperature``, then min-p
         truncation (``molgan.gumbel.truncate_min_p``)."""
-        check_temperature(temperature)
         return GraphLogits(
-            truncate_min_p(self.atoms / temperature, min_p), truncate_min_p(self.pairs / temperature, min_p)
+            _tempered(self.atoms, temperature, min_p), _tempered(self.pairs, temperature, min_p)
         )
 
     def sample(
@@ -93,13 +99,8 @@ class GraphLogits:
         ``gumbel``: an exact sample of ``softmax(logits / temperature)`` per choice, restricted to
         the classes at least ``min_p`` times as likely as the most likely one.
         """
-        if settings.mode == "argmax":
-            atoms, pairs = self.atoms.argmax(-1), self.pairs.argmax(-1)
-        else:
-            assert settings.temperature is not None and settings.min_p is not None  # gumbel has both
-            policy = self.tempered(settings.temperature, settings.min_p)
-            atoms = gumbel_max(policy.atoms, 1.0, generator)
-            pairs = gumbel_max(policy.pairs, 1.0, generator)
+        atoms = _draw(self.atoms, settings, generator)
+        pairs = _draw(self.pairs, settings, generator)
         return atoms, _pair_indices_to_matrix(pairs, self.n_atoms)
 
     def log_prob(
@@ -125,6 +126,106 @@ class GraphLogits:
             return -(logp.exp() * logp.masked_fill(torch.isinf(logp), 0.0)).sum(-1)
 
         return torch.cat([h(self.atoms), h(self.pairs)], dim=1).mean(-1)
+
+
+@dataclass(frozen=True)
+class AtomsFirstLogits:
+    """Logits of a two-stage choice: atom types first, then bond types given those atoms.
+
+    atoms: (B, N, A) atom-type logits; nodes: (B, N, H) per-atom embeddings of the noise;
+    bond_stage: maps the nodes and chosen atoms (B, N, A) (one-hot or relaxed) to pair logits
+    (B, P, E) for the upper triangle i < j (``triu_indices`` order).
+
+    It offers what ``GraphLogits`` offers (the trainer and the sampler use either alike), each
+    time drawing the atoms before the bonds. ``pairs``, ``bonds()`` and ``entropy()`` describe the
+    bonds given the most likely atoms, the one choice of atoms that needs no sample.
+    """
+
+    atoms: torch.Tensor
+    nodes: torch.Tensor
+    bond_stage: BondsGivenAtoms
+
+    @property
+    def n_atoms(self) -> int:
+        return self.atoms.shape[1]
+
+    def given(self, atoms: torch.Tensor) -> GraphLogits:
+        """Independent per-choice logits once the atoms (B, N, A) are chosen: these atom logits
+        and the pair logits of bonds between those atoms."""
+        return GraphLogits(self.atoms, self.bond_stage(self.nodes, atoms))
+
+    def _one_hot(self, atoms: torch.Tensor) -> torch.Tensor:
+        """Integer atoms (B, N) -> one-hot (B, N, A) in the logits' dtype."""
+        return F.one_hot(atoms.long(), self.atoms.shape[-1]).to(self.atoms.dtype)
+
+    @functools.cached_property
+    def most_likely(self) -> GraphLogits:
+        """``given`` the argmax atom types; computed once (the entropy bonus and the mode-seeking
+        term of one step both read it)."""
+        return self.given(self._one_hot(self.atoms.argmax(-1)))
+
+    @property
+    def pairs(self) -> torch.Tensor:
+        """Pair logits (B, P, E) given the most likely atoms."""
+        return self.most_likely.pairs
+
+    def bonds(self) -> torch.Tensor:
+        """Full symmetric bond logits (B, N, N, E) given the most likely atoms."""
+        return self.most_likely.bonds()
+
+    def relax(
+        self, estimator: Estimator, tau: float, generator: torch.Generator | None = None
+    ) -> Graphs:
+        """Graphs for the critic: relaxed atoms, then relaxed bonds given them.
+
+        With a straight-through estimator the bond stage sees exact one-hot atoms, and the
+        gradient of anything computed from the bonds reaches the atom logits through them.
+        """
+        atoms = relax(self.atoms, estimator, tau, generator)
+        pairs = relax(self.bond_stage(self.nodes, atoms), estimator, tau, generator)
+        return Graphs(atoms, _pairs_to_bonds(pairs, self.n_atoms))
+
+    def sample(
+        self, settings: SamplingSettings, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Discrete graphs, atoms (B, N) and bonds (B, N, N): the atoms drawn as
+        ``GraphLogits.sample`` draws them, then the bonds given those atoms, by the same rule."""
+        atoms = _draw(self.atoms, settings, generator)
+        with torch.no_grad():  # a discrete sample has no gradient; log_prob recomputes the logits
+            pair_logits = self.bond_stage(self.nodes, self._one_hot(atoms))
+        pairs = _draw(pair_logits, settings, generator)
+        return atoms, _pair_indices_to_matrix(pairs, self.n_atoms)
+
+    def log_prob(
+        self, atoms: torch.Tensor, bonds: torch.Tensor, temperature: float = 1.0, min_p: float = 0.0
+    ) -> torch.Tensor:
+        """log p(atoms) + log p(bonds | atoms) (B,) of integer graphs under the distribution that
+        ``sample(SamplingSettings("gumbel", temperature, min_p))`` draws from."""
+        return self.given(self._one_hot(atoms)).log_prob(atoms, bonds, temperature, min_p)
+
+    def entropy(self) -> torch.Tensor:
+        """Mean entropy (B,) of the N atom choices and of the P bond choices given the most
+        likely atoms."""
+        return self.most_likely.entropy()
+
+
+GraphDistribution = GraphLogits | AtomsFirstLogits
+"""What a generator returns: independent choices, or atoms first and bonds given them."""
+
+
+def _tempered(logits: torch.Tensor, temperature: float, min_p: float) -> torch.Tensor:
+    check_temperature(temperature)
+    return truncate_min_p(logits / temperature, min_p)
+
+
+def _draw(
+    logits: torch.Tensor, settings: SamplingSettings, generator: torch.Generator | None
+) -> torch.Tensor:
+    """Integer choices (...) from logits (..., K) by the rule of ``GraphLogits.sample``."""
+    if settings.mode == "argmax":
+        return logits.argmax(-1)
+    assert settings.temperature is not None and settings.min_p is not None  # gumbel has both
+    return gumbel_max(_tempered(logits, settings.temperature, settings.min_p), 1.0, generator)
 
 
 def _scatter_pairs(full: torch.Tensor, pairs: torch.Tensor) -> torch.Tensor:
@@ -163,7 +264,9 @@ def _mlp(dims: list[int], activation: type[nn.Module], dropout: float = 0.0) -> 
 
 
 class Generator(nn.Module):
-    """MLP from noise z (B, Z) to ``GraphLogits``: atoms (B, N, A), pairs (B, P, E)."""
+    """Noise z (B, Z) -> a ``GraphDistribution``. An MLP trunk and a linear atom head are common
+    to both kinds (``model.generator``); how the bond logits arise is the subclass's
+    (``build_bond_stage`` and ``forward``)."""
 
     def __init__(
         self,
@@ -179,22 +282,131 @@ class Generator(nn.Module):
         self.n_atom_types, self.n_bond_types = n_atom_types, n_bond_types
         self.n_pairs = n_atoms * (n_atoms - 1) // 2
         self.body = _mlp([z_dim, *hidden_dims], nn.Tanh, dropout)
-        last = hidden_dims[-1] if hidden_dims else z_dim
-        self.atom_head = nn.Linear(last, n_atoms * n_atom_types)
-        # Logits for the upper triangle only: the bond matrix is symmetric by construction and the
-        # diagonal is never a choice.
-        self.pair_head = nn.Linear(last, self.n_pairs * n_bond_types)
+        self.trunk_dim = hidden_dims[-1] if hidden_dims else z_dim
+        self.atom_head = nn.Linear(self.trunk_dim, n_atoms * n_atom_types)
+        self.build_bond_stage()
+
+    def build_bond_stage(self) -> None:
+        """Add the modules that give the bond logits (called at the end of ``__init__``)."""
+        raise NotImplementedError
 
     def noise(self, batch_size: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """Standard normal z (B, Z) from an explicit generator."""
         device = self.atom_head.weight.device
         return torch.randn(batch_size, self.z_dim, generator=generator, device=device)
 
+    def atom_logits(self, h: torch.Tensor) -> torch.Tensor:
+        """Trunk features (B, trunk_dim) -> atom logits (B, N, A)."""
+        return self.atom_head(h).view(-1, self.n_atoms, self.n_atom_types)
+
+    def forward(self, z: torch.Tensor) -> GraphDistribution:
+        raise NotImplementedError
+
+
+class MLPGenerator(Generator):
+    """MolGAN's generator: atoms (B, N, A) and pairs (B, P, E) as two linear heads of the trunk,
+    independent choices given z (``GraphLogits``)."""
+
+    def build_bond_stage(self) -> None:
+        # Logits for the upper triangle only: the bond matrix is symmetric by construction and the
+        # diagonal is never a choice.
+        self.pair_head = nn.Linear(self.trunk_dim, self.n_pairs * self.n_bond_types)
+
     def forward(self, z: torch.Tensor) -> GraphLogits:
         h = self.body(z)
-        atoms = self.atom_head(h).view(-1, self.n_atoms, self.n_atom_types)
+        atoms = self.atom_logits(h)
         pairs = self.pair_head(h).view(-1, self.n_pairs, self.n_bond_types)
         return GraphLogits(atoms, pairs)
+
+
+class AtomAttention(nn.Module):
+    """One pre-norm transformer layer over the atoms of each graph: (B, N, H) -> (B, N, H), so
+    that each atom's state knows which atoms the graph has.
+
+    Attention is written out with batched matrix products: with N = 9 atoms they are faster
+    on a CPU than the fused kernels, which are built for long sequences."""
+
+    def __init__(self, dim: int, heads: int) -> None:
+        super().__init__()
+        self.heads = heads
+        self.norm_attention = nn.LayerNorm(dim)
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.mix = nn.Linear(dim, dim)
+        self.norm_mlp = nn.LayerNorm(dim)
+        self.mlp = nn.Sequential(nn.Linear(dim, 2 * dim), nn.GELU(), nn.Linear(2 * dim, dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, n, dim = x.shape
+        # (3, B, heads, N, dim / heads)
+        q, k, v = self.qkv(self.norm_attention(x)).view(b, n, 3, self.heads, -1).permute(2, 0, 3, 1, 4)
+        weights = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1]), dim=-1)  # (B, heads, N, N)
+        attended = (weights @ v).transpose(1, 2).reshape(b, n, dim)
+        x = x + self.mix(attended)
+        return x + self.mlp(self.norm_mlp(x))
+
+
+class BondsGivenAtoms(nn.Module):
+    """The bond stage of ``AtomsFirstGenerator``: node embeddings (B, N, H) and chosen atom
+    types (B, N, A) (one-hot, or relaxed in training) -> pair logits (B, P, E).
+
+    Each node's state is its embedding plus an embedding of its type, mixed over the graph by
+    ``layers`` attention layers; with its raw type appended, ``v_i = [x_i, a_i]``. A pair (i, j)
+    is scored by an MLP on the sum and the product of the two ends:
+    ``out(tanh(S (v_i + v_j) + (M v_i) * (M v_j)))``, the same for (j, i): the logits are
+    symmetric by construction. ``S`` and ``M`` are applied once per atom rather than once per
+    pair, so a pair costs a few elementwise operations and the small output layer (four times
+    fewer multiplications than a linear layer on the concatenated pair features).
+    """
+
+    def __init__(
+        self, n_atom_types: int, n_bond_types: int, dim: int, hidden: int, layers: int, heads: int
+    ) -> None:
+        super().__init__()
+        self.type_embedding = nn.Linear(n_atom_types, dim, bias=False)
+        self.layers = nn.ModuleList(AtomAttention(dim, heads) for _ in range(layers))
+        self.pair_sum = nn.Linear(dim + n_atom_types, hidden)
+        self.pair_product = nn.Linear(dim + n_atom_types, hidden, bias=False)
+        self.out = nn.Linear(hidden, n_bond_types)
+
+    def forward(self, nodes: torch.Tensor, atoms: torch.Tensor) -> torch.Tensor:
+        x = nodes + self.type_embedding(atoms)
+        for layer in self.layers:
+            x = layer(x)
+        v = torch.cat([x, atoms], dim=-1)  # (B, N, H + A)
+        # The bias of pair_sum would count twice in s_i + s_j: it is added once below instead.
+        s, m = F.linear(v, self.pair_sum.weight), self.pair_product(v)  # (B, N, hidden) each
+        ends = torch.cat([s, m], dim=-1)
+        n, h = atoms.shape[1], s.shape[-1]
+        i, j = torch.triu_indices(n, n, offset=1, device=atoms.device)
+        first, second = ends.index_select(1, i), ends.index_select(1, j)  # (B, P, 2 hidden) each
+        sums = first[..., :h] + second[..., :h] + self.pair_sum.bias
+        hidden = torch.tanh(sums + first[..., h:] * second[..., h:])  # (B, P, hidden)
+        return self.out(hidden)
+
+
+class AtomsFirstGenerator(Generator):
+    """Atom types first, then bonds that know them (``AtomsFirstLogits``): the trunk gives the
+    atom logits (B, N, A) and a per-atom embedding (B, N, H); ``BondsGivenAtoms`` turns the
+    embeddings and the chosen atoms into bond logits."""
+
+    node_dim = 32
+    """H: per-atom embedding and attention width."""
+    pair_hidden = 64
+    """Hidden units of the pair MLP."""
+    attention_layers = 2
+    attention_heads = 4
+
+    def build_bond_stage(self) -> None:
+        self.node_head = nn.Linear(self.trunk_dim, self.n_atoms * self.node_dim)
+        self.bond_stage = BondsGivenAtoms(
+            self.n_atom_types, self.n_bond_types, self.node_dim, self.pair_hidden,
+            self.attention_layers, self.attention_heads,
+        )
+
+    def forward(self, z: torch.Tensor) -> AtomsFirstLogits:
+        h = self.body(z)
+        nodes = self.node_head(h).view(-1, self.n_atoms, self.node_dim)
+        return AtomsFirstLogits(self.atom_logits(h), nodes, self.bond_stage)
 
 
 class RelationalGCN(nn.Module):
@@ -280,8 +492,12 @@ class RewardNetwork(GraphCritic):
         return torch.sigmoid(super().forward(atoms, bonds))
 
 
+GENERATORS: dict[str, type[Generator]] = {"mlp": MLPGenerator, "atoms_first": AtomsFirstGenerator}
+"""``model.generator`` -> its class."""
+
+
 def build_generator(cfg: ModelConfig, n_atoms: int, n_atom_types: int, n_bond_types: int) -> Generator:
-    return Generator(
+    return GENERATORS[cfg.generator](
         cfg.z_dim, cfg.generator_dims, n_atoms, n_atom_types, n_bond_types, cfg.generator_dropout
     )
 

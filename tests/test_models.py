@@ -33,6 +33,12 @@ def model_cfg() -> ModelConfig:
     return load_config(DEBUG_CONFIG).model
 
 
+@pytest.fixture(params=["mlp", "atoms_first"])
+def generator_cfg(request: pytest.FixtureRequest, model_cfg: ModelConfig) -> ModelConfig:
+    """The debug model with each kind of generator: what holds for both."""
+    return model_cfg.model_copy(update={"generator": request.param})
+
+
 def seeded(module: torch.nn.Module, seed: int) -> torch.nn.Module:
     """Re-draw a module's parameters from an explicit generator (not the global one)."""
     rng = torch.Generator().manual_seed(seed)
@@ -66,10 +72,10 @@ def assert_graph_structure(bonds: torch.Tensor) -> None:
 # ------------------------------------------------------------------------------ shapes
 
 
-def test_shapes_with_debug_sizes(model_cfg: ModelConfig) -> None:
-    generator = build_generator(model_cfg, N, A, E)
+def test_shapes_with_debug_sizes(generator_cfg: ModelConfig) -> None:
+    generator = build_generator(generator_cfg, N, A, E)
     z = generator.noise(B, torch.Generator().manual_seed(0))
-    assert z.shape == (B, model_cfg.z_dim)
+    assert z.shape == (B, generator_cfg.z_dim)
     logits = generator(z)
     assert logits.atoms.shape == (B, N, A)
     assert logits.pairs.shape == (B, P, E)
@@ -80,17 +86,17 @@ def test_shapes_with_debug_sizes(model_cfg: ModelConfig) -> None:
     atoms, bonds = logits.sample(SamplingSettings("argmax"))
     assert atoms.shape == (B, N) and bonds.shape == (B, N, N)
 
-    critic = build_discriminator(model_cfg, A, E)
-    assert critic.gcn(graphs.atoms, graphs.bonds).shape == (B, N, model_cfg.gcn_dims[-1] + A)
+    critic = build_discriminator(generator_cfg, A, E)
+    assert critic.gcn(graphs.atoms, graphs.bonds).shape == (B, N, generator_cfg.gcn_dims[-1] + A)
     assert critic(graphs.atoms, graphs.bonds).shape == (B,)
-    reward = build_reward_network(model_cfg, A, E)(graphs.atoms, graphs.bonds)
+    reward = build_reward_network(generator_cfg, A, E)(graphs.atoms, graphs.bonds)
     assert reward.shape == (B,)
     assert ((reward >= 0) & (reward <= 1)).all()
 
 
 @pytest.mark.parametrize("estimator", ESTIMATORS)
-def test_relaxed_graphs_symmetric_with_no_bond_diagonal(model_cfg: ModelConfig, estimator: str) -> None:
-    logits = logits_of(model_cfg)
+def test_relaxed_graphs_symmetric_with_no_bond_diagonal(generator_cfg: ModelConfig, estimator: str) -> None:
+    logits = logits_of(generator_cfg)
     graphs = logits.relax(estimator, 0.7, torch.Generator().manual_seed(3))
     assert_graph_structure(graphs.bonds)
     # Every choice is a distribution over its classes; straight-through ones are exactly one-hot.
@@ -101,16 +107,16 @@ def test_relaxed_graphs_symmetric_with_no_bond_diagonal(model_cfg: ModelConfig, 
         assert set(graphs.bonds.unique().tolist()) <= {0.0, 1.0}
 
 
-def test_full_bond_logits_symmetric_and_diagonal_only_no_bond(model_cfg: ModelConfig) -> None:
-    full = logits_of(model_cfg).bonds()
+def test_full_bond_logits_symmetric_and_diagonal_only_no_bond(generator_cfg: ModelConfig) -> None:
+    full = logits_of(generator_cfg).bonds()
     assert torch.equal(full, full.transpose(1, 2))
     probs = F.softmax(full, -1).diagonal(dim1=1, dim2=2)  # (B, E, N)
     assert torch.equal(probs[:, 0], torch.ones(B, N))
 
 
 @pytest.mark.parametrize("mode", ["argmax", "gumbel"])
-def test_sampled_integer_graphs_symmetric_zero_diagonal(model_cfg: ModelConfig, mode: str) -> None:
-    logits = logits_of(model_cfg, batch=32)
+def test_sampled_integer_graphs_symmetric_zero_diagonal(generator_cfg: ModelConfig, mode: str) -> None:
+    logits = logits_of(generator_cfg, batch=32)
     settings = SamplingSettings("argmax") if mode == "argmax" else SamplingSettings("gumbel", 1.5, 0.0)
     atoms, bonds = logits.sample(settings, torch.Generator().manual_seed(5))
     assert not atoms.is_floating_point() and not bonds.is_floating_point()
@@ -122,8 +128,8 @@ def test_sampled_integer_graphs_symmetric_zero_diagonal(model_cfg: ModelConfig, 
     assert_graph_structure(Graphs.one_hot(atoms, bonds, A, E).bonds)
 
 
-def test_argmax_sample_is_the_most_likely_class(model_cfg: ModelConfig) -> None:
-    logits = logits_of(model_cfg)
+def test_argmax_sample_is_the_most_likely_class(generator_cfg: ModelConfig) -> None:
+    logits = logits_of(generator_cfg)
     atoms, bonds = logits.sample(SamplingSettings("argmax"))
     assert torch.equal(atoms, logits.atoms.argmax(-1))
     iu = torch.triu_indices(N, N, offset=1)
@@ -279,10 +285,10 @@ def test_entropy_in_range() -> None:
 
 @pytest.mark.parametrize("estimator", ["st_gumbel", "st"])
 def test_critic_loss_gradient_reaches_generator_through_straight_through(
-    model_cfg: ModelConfig, estimator: str
+    generator_cfg: ModelConfig, estimator: str
 ) -> None:
-    generator = seeded(build_generator(model_cfg, N, A, E), 0)
-    critic = seeded(build_discriminator(model_cfg, A, E), 1)
+    generator = seeded(build_generator(generator_cfg, N, A, E), 0)
+    critic = seeded(build_discriminator(generator_cfg, A, E), 1)
     rng = torch.Generator().manual_seed(2)
     graphs = generator(generator.noise(B, rng)).relax(estimator, 0.8, rng)
     # The forward pass sees discrete graphs ...

@@ -33,6 +33,15 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
     ),
     "all_atoms": ("charged atom types kept in the vocabulary", ["data.atoms=null"]),
     "gan_only": ("lambda = 1: WGAN only, no RL", ["train.lam=1.0"]),
+    "critic_reward_01": ("critic's score of exact samples in the reward, w = 0.1",
+                         ["train.critic_reward_weight=0.1"]),
+    "critic_reward_03": ("critic's score of exact samples in the reward, w = 0.3",
+                         ["train.critic_reward_weight=0.3"]),
+    "atoms_first": ("bonds computed from the sampled atom types", ["model.generator=atoms_first"]),
+    "est_gumbel": ("critic path: soft Gumbel-Softmax (no straight-through)", ["model.estimator=gumbel"]),
+    "est_softmax": ("critic path: plain softmax (no noise)", ["model.estimator=softmax"]),
+    "est_st": ("critic path: plain straight-through (argmax forward, softmax backward)",
+               ["model.estimator=st"]),
 }
 
 

@@ -32,12 +32,9 @@ from molgan.sampling_settings import SamplingSettings
 from molgan.training.run_dir import LAST
 from molgan.training.trainer import Trainer, resume_trainer
 from tests.conftest import DEBUG_CONFIG
-from tests.test_models import seeded
+from tests.test_models import A, B, E, N, seeded
 from tests.test_training import training_records
 
-# The debug sizes of tests/test_models.py: every dimension differs.
-N, A, E, B = 9, 7, 4, 6
-P = N * (N - 1) // 2
 AF = "model.generator=atoms_first"
 
 

@@ -43,12 +43,25 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
     "est_st": ("critic path: plain straight-through (argmax forward, softmax backward)",
                ["model.estimator=st"]),
 }
+# Each critic-path estimator under the two kinds of temperature schedule. The shipped schedule
+# anneals over 20,000 steps, so a short ablation sees it as nearly constant at 1.0; these
+# variants hold the temperature at 0.5, or anneal 1.0 -> 0.2 within the ablation's own budget.
+_ESTIMATORS = {"st_gumbel": "straight-through Gumbel-Softmax", "gumbel": "soft Gumbel-Softmax",
+               "softmax": "plain softmax", "st": "plain straight-through"}
+for _name, _what in _ESTIMATORS.items():
+    VARIANTS[f"{_name}_const05"] = (f"critic path: {_what}, temperature constant at 0.5", [
+        f"model.estimator={_name}", "temperature.schedule=constant", "temperature.tau_start=0.5",
+        "temperature.tau_min=0.5"])
+    VARIANTS[f"{_name}_anneal"] = (f"critic path: {_what}, temperature 1.0 -> 0.2 over the budget", [
+        f"model.estimator={_name}", "temperature.schedule=exponential", "temperature.tau_start=1.0",
+        "temperature.tau_min=0.2", "temperature.anneal_steps={steps}"])
 
 
 def run_variant(name: str, overrides: list[str], args: argparse.Namespace, seed: int) -> dict[str, object]:
     config = load_config(
         ROOT / "configs" / "qm9.yaml",
-        [*args.set, *overrides, f"train.steps={args.steps}", f"train.seed={seed}", "train.max_minutes=null"],
+        [*args.set, *(o.format(steps=args.steps) for o in overrides), f"train.steps={args.steps}",
+         f"train.seed={seed}", "train.max_minutes=null"],
     )
     run_dir = args.out / f"{name}-s{seed}"
     started = time.perf_counter()

@@ -3,11 +3,20 @@
 A molecule is a pair of integer tensors over ``N = vocab.max_atoms`` slots:
 
 * ``atoms`` (N,): index into ``vocab.atoms``; 0 (``"*"``) means "no atom here".
-* ``bonds`` (N, N): index into ``vocab.bonds`` = bond order (0 none, 1 single, 2 double,
-  3 triple); symmetric with a zero diagonal.
+* ``bonds`` (N, N): index into ``vocab.bonds``; symmetric with a zero diagonal. With the
+  default ``BOND_TYPES`` the index is the bond order (0 none, 1 single, 2 double, 3 triple).
 
-Hydrogens are implicit and aromatic rings are stored kekulized, so RDKit recomputes both
-when a graph is decoded. Graphs carry no stereochemistry, therefore every SMILES this module
+Two kinds of vocabulary:
+
+* kekulized (``BOND_TYPES``, the default): hydrogens are implicit and aromatic rings are stored
+  as alternating single and double bonds, so RDKit recomputes both when a graph is decoded;
+* aromatic (``AROMATIC_BOND_TYPES``, :attr:`Vocab.aromatic`): aromatic bonds keep a type of their
+  own (index 4, ``AROMATIC_BOND``) and RDKit's sanitization decides on decoding whether the ring
+  can be kekulized. An aromatic atom whose hydrogens RDKit's valence model cannot infer (the N
+  of pyrrole, ``[nH]``) gets a label that fixes its hydrogen count: ``"NH"``. Every other atom
+  keeps implicit hydrogens, so all labels of a kekulized vocabulary mean the same here.
+
+Graphs carry no stereochemistry, therefore every SMILES this module
 returns is canonical *non-isomeric* SMILES (:func:`canonical_smiles` and :func:`decode` share
 that convention, so comparing their outputs is meaningful).
 
@@ -19,7 +28,9 @@ Decoding is honest: a graph that RDKit refuses to sanitize decodes to ``None``; 
 repair or hydrogen fixing happens here. RDKit's sanitization "cleanup" step is skipped for the
 same reason (it would turn a pentavalent neutral nitro graph N(=O)=O into [N+](=O)[O-]).
 Formal charges come from the atom labels ("N+", "O-"); hydrogens are whatever RDKit's default
-valence model gives the atom.
+valence model gives the atom, except for labels that fix them ("NH": exactly one hydrogen, as
+the SMILES ``[nH]`` says). An aromatic bond outside a ring, or an aromatic ring RDKit cannot
+kekulize, makes the graph invalid.
 
 Skip reasons raised by :func:`encode` (``EncodeError.reason``): ``unparseable``, ``empty``,
 ``too_many_atoms``, ``unsupported_element`` (dummy atoms, hydrogens kept as atoms),
@@ -33,7 +44,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -43,14 +54,26 @@ ATOM_NONE = 0
 BOND_NONE = 0
 PAD_LABEL = "*"
 BOND_TYPES: tuple[str, ...] = ("none", "single", "double", "triple")
+AROMATIC_BOND_TYPES: tuple[str, ...] = (*BOND_TYPES, "aromatic")
+AROMATIC_BOND = AROMATIC_BOND_TYPES.index("aromatic")
 
+# Indexed by bond type; RWMol.AddBond flags an AROMATIC bond and both its atoms aromatic.
 _RDKIT_BONDS: tuple[Chem.BondType, ...] = (
     Chem.BondType.ZERO,
     Chem.BondType.SINGLE,
     Chem.BondType.DOUBLE,
     Chem.BondType.TRIPLE,
+    Chem.BondType.AROMATIC,
 )
-_LABEL_RE = re.compile(r"^([A-Z][a-z]?)(\+{1,3}|-{1,3})?$")
+# Twice the valence each bond type adds to an atom in RDKit's valence check (an aromatic bond
+# counts 1.5 there, before the ring is kekulized): the valence pre-check of aromatic
+# vocabularies counts in these half units.
+_BOND_HALF_VALENCE = np.array([0, 2, 4, 6, 3], dtype=np.uint8)
+# RDKit lets an aromatic atom exceed its largest valence by up to 1.5 (it trusts that
+# kekulization brings it down): the pre-check's allowance, in half units.
+_AROMATIC_EXCESS = 3
+# Element, then an optional fixed hydrogen count ("H", "H2", ...), then the charge: "NH+".
+_LABEL_RE = re.compile(r"^([A-Z][a-z]?)(H[2-9]?)?(\+{1,3}|-{1,3})?$")
 _PTABLE = Chem.GetPeriodicTable()
 # Full sanitization minus the "cleanup" steps: those rewrite hypervalent groups (N(=O)=O into
 # [N+](=O)[O-], metal bonds into dative ones), i.e. they would repair a graph, not check it.
@@ -72,19 +95,30 @@ class EncodeError(ValueError):
         self.reason = reason
 
 
-def atom_label(atom: Chem.Atom) -> str:
-    """Vocabulary label of an atom: element symbol plus one sign per unit of formal charge."""
+def atom_label(atom: Chem.Atom, hydrogens: int = 0) -> str:
+    """Vocabulary label of an atom: element symbol, then ``H``/``H2``... when ``hydrogens``
+    (a fixed hydrogen count) is given, then one sign per unit of formal charge."""
     charge = atom.GetFormalCharge()
     sign = "+" * charge if charge > 0 else "-" * -charge
-    return atom.GetSymbol() + sign
+    h = "" if hydrogens == 0 else "H" if hydrogens == 1 else f"H{hydrogens}"
+    return atom.GetSymbol() + h + sign
 
 
-def parse_label(label: str) -> tuple[int, int]:
-    """``"N+"`` -> (atomic number 7, formal charge +1). Raises ValueError on a bad label."""
+class AtomLabel(NamedTuple):
+    """What an atom label says: ``"NH+"`` is nitrogen with one hydrogen and charge +1."""
+
+    atomic_number: int
+    charge: int
+    hydrogens: int
+    """Fixed hydrogen count; 0: RDKit's valence model decides (every label without ``H``)."""
+
+
+def parse_label(label: str) -> AtomLabel:
+    """``"N+"`` -> (7, +1, 0), ``"NH"`` -> (7, 0, 1). Raises ValueError on a bad label."""
     m = _LABEL_RE.match(label)
     if m is None:
-        raise ValueError(f"invalid atom label {label!r} (expected e.g. 'C', 'N+', 'O-')")
-    symbol, sign = m.group(1), m.group(2) or ""
+        raise ValueError(f"invalid atom label {label!r} (expected e.g. 'C', 'N+', 'O-', 'NH')")
+    symbol, h, sign = m.group(1), m.group(2) or "", m.group(3) or ""
     try:
         z = _PTABLE.GetAtomicNumber(symbol)
     except RuntimeError:
@@ -92,12 +126,22 @@ def parse_label(label: str) -> tuple[int, int]:
     if z <= 1:
         raise ValueError(f"invalid atom label {label!r}: unknown or unsupported element")
     charge = len(sign) if sign.startswith("+") else -len(sign)
-    return z, charge
+    hydrogens = 0 if not h else int(h[1:] or 1)
+    return AtomLabel(z, charge, hydrogens)
+
+
+def bond_types(aromatic: bool) -> tuple[str, ...]:
+    """The bond vocabulary: ``AROMATIC_BOND_TYPES`` when ``aromatic``, else ``BOND_TYPES``."""
+    return AROMATIC_BOND_TYPES if aromatic else BOND_TYPES
 
 
 @dataclass(frozen=True)
 class Vocab:
-    """Atom and bond vocabularies plus the graph size ``max_atoms`` (N)."""
+    """Atom and bond vocabularies plus the graph size ``max_atoms`` (N).
+
+    ``bonds`` is ``BOND_TYPES`` (kekulized) or ``AROMATIC_BOND_TYPES``; labels with a fixed
+    hydrogen count (``"NH"``) belong to aromatic vocabularies only, where they are needed.
+    """
 
     atoms: tuple[str, ...]
     max_atoms: int
@@ -116,12 +160,15 @@ class Vocab:
             raise ValueError(f"vocab atoms contain duplicates: {atoms}")
         if len(atoms) > 256:
             raise ValueError("vocab atoms must fit in uint8 (at most 256 labels)")
+        if bonds not in (BOND_TYPES, AROMATIC_BOND_TYPES):
+            raise ValueError(f"vocab bonds must be {BOND_TYPES} or {AROMATIC_BOND_TYPES}, "
+                             f"got {bonds}")
         for label in atoms[1:]:
             if not isinstance(label, str):
                 raise ValueError(f"vocab atom label must be a string, got {label!r}")
-            parse_label(label)
-        if bonds != BOND_TYPES:
-            raise ValueError(f"vocab bonds must be {BOND_TYPES}, got {bonds}")
+            if parse_label(label).hydrogens and bonds != AROMATIC_BOND_TYPES:
+                raise ValueError(f"atom label {label!r} fixes a hydrogen count, which only a "
+                                 "vocabulary with aromatic bonds uses")
         if isinstance(self.max_atoms, bool) or not isinstance(self.max_atoms, int):
             raise ValueError(f"max_atoms must be an int, got {self.max_atoms!r}")
         if not 1 <= self.max_atoms <= 255:
@@ -137,6 +184,11 @@ class Vocab:
         """E: number of bond types including "none"."""
         return len(self.bonds)
 
+    @property
+    def aromatic(self) -> bool:
+        """Whether aromatic bonds are a bond type of their own (else rings are kekulized)."""
+        return self.bonds == AROMATIC_BOND_TYPES
+
     @cached_property
     def atom_index(self) -> dict[str, int]:
         return {label: i for i, label in enumerate(self.atoms)}
@@ -150,6 +202,11 @@ class Vocab:
     def charges(self) -> tuple[int, ...]:
         """Formal charge per atom index (0 for padding)."""
         return (0, *(parse_label(a)[1] for a in self.atoms[1:]))
+
+    @cached_property
+    def hydrogens(self) -> tuple[int, ...]:
+        """Fixed hydrogen count per atom index (0: implicit, and for padding)."""
+        return (0, *(parse_label(a).hydrogens for a in self.atoms[1:]))
 
     def to_dict(self) -> dict[str, Any]:
         return {"atoms": list(self.atoms), "max_atoms": self.max_atoms, "bonds": list(self.bonds)}
@@ -259,8 +316,9 @@ def is_valid_loose(smiles: str | None) -> bool:
 # --------------------------------------------------------------------------- vocabulary
 
 
-def vocab_from_counts(counts: Mapping[str, int], max_atoms: int) -> Vocab:
-    """Vocabulary of the atom labels counted in ``counts`` (label -> number of atoms).
+def vocab_from_counts(counts: Mapping[str, int], max_atoms: int, aromatic: bool = False) -> Vocab:
+    """Vocabulary of the atom labels counted in ``counts`` (label -> number of atoms), with the
+    bond types :func:`bond_types` gives for ``aromatic``.
 
     Order: padding, then C, N, O, F when present, then the rest by decreasing count and
     name -- deterministic for given counts.
@@ -269,10 +327,33 @@ def vocab_from_counts(counts: Mapping[str, int], max_atoms: int) -> Vocab:
         raise ValueError("cannot build a vocabulary from zero atoms")
     first = [label for label in _PREFERRED_ORDER if counts.get(label, 0) > 0]
     rest = sorted((k for k in counts if k not in first), key=lambda k: (-counts[k], k))
-    return Vocab(atoms=(PAD_LABEL, *first, *rest), max_atoms=max_atoms)
+    return Vocab(atoms=(PAD_LABEL, *first, *rest), max_atoms=max_atoms, bonds=bond_types(aromatic))
 
 
 # --------------------------------------------------------------------------- encode
+
+
+def fixed_hydrogens(mol: Chem.Mol) -> list[int]:
+    """Per atom of a sanitized molecule, the hydrogen count an aromatic vocabulary's label must
+    fix: the atom's hydrogens where it is aromatic and RDKit's valence model, given only its
+    element, charge and aromatic bonds, would give it another number (pyrrole's N: 1, where the
+    model gives 0); else 0. Decided on the molecule, not on its spelling: ``[cH]1ccccc1`` has
+    none, and the N of ``C1=CNC=C1`` is pyrrole's."""
+    counts = [0] * mol.GetNumAtoms()
+    hydrogenated = [a.GetIdx() for a in mol.GetAtoms() if a.GetIsAromatic() and a.GetTotalNumHs()]
+    if not hydrogenated:
+        return counts
+    plain = Chem.RWMol(mol)  # the caller's molecule is left untouched
+    for i in hydrogenated:
+        atom = plain.GetAtomWithIdx(i)
+        atom.SetNumExplicitHs(0)
+        atom.SetNoImplicit(False)
+    plain.UpdatePropertyCache(strict=False)
+    for i in hydrogenated:
+        total = mol.GetAtomWithIdx(i).GetTotalNumHs()
+        if plain.GetAtomWithIdx(i).GetTotalNumHs() != total:
+            counts[i] = total
+    return counts
 
 
 def mol_to_graph(
@@ -280,8 +361,10 @@ def mol_to_graph(
 ) -> None:
     """Write the graph of a sanitized molecule into zeroed (N,) / (N, N) arrays.
 
-    Raises EncodeError for molecules a graph cannot represent faithfully. Aromatic bonds are
-    kekulized on a copy, so the caller's molecule is left untouched.
+    Raises EncodeError for molecules a graph cannot represent faithfully. With a kekulized
+    vocabulary, aromatic bonds are kekulized on a copy, so the caller's molecule is left
+    untouched; with an aromatic one they become ``AROMATIC_BOND`` and atoms get the labels of
+    :func:`fixed_hydrogens`.
     """
     n = mol.GetNumAtoms()
     if n == 0:
@@ -289,6 +372,7 @@ def mol_to_graph(
     if n > vocab.max_atoms:
         raise EncodeError("too_many_atoms", f"{n} > {vocab.max_atoms}")
     index = vocab.atom_index
+    hydrogens = fixed_hydrogens(mol) if vocab.aromatic else [0] * n
     for i in range(n):
         atom = mol.GetAtomWithIdx(i)
         if atom.GetAtomicNum() <= 1:
@@ -298,7 +382,7 @@ def mol_to_graph(
             raise EncodeError("radical", atom_label(atom))
         if abs(atom.GetFormalCharge()) > 3:
             raise EncodeError("charge", atom_label(atom))
-        label = atom_label(atom)
+        label = atom_label(atom, hydrogens[i])
         k = index.get(label)
         if k is None:
             raise EncodeError("unsupported_atom", label)
@@ -310,7 +394,11 @@ def mol_to_graph(
         return
     # force=True: RDKit caches the matrix on the molecule, and copies inherit that cache.
     adj = Chem.GetAdjacencyMatrix(mol, useBO=True, force=True)
-    if (adj == 1.5).any():
+    aromatic = adj == 1.5
+    if vocab.aromatic:
+        # Checked as single bonds below, then given their own type.
+        adj = np.where(aromatic, 1.0, adj)
+    elif aromatic.any():
         kek = Chem.Mol(mol)
         try:
             Chem.Kekulize(kek, clearAromaticFlags=True)
@@ -323,6 +411,8 @@ def mol_to_graph(
     if (orders != adj).any() or orders.max() > 3 or (orders != orders.T).any() or (
             np.count_nonzero(orders) != 2 * num_bonds):
         raise EncodeError("unsupported_bond")
+    if vocab.aromatic:
+        orders[aromatic] = AROMATIC_BOND
     out_bonds[:n, :n] = orders
 
 
@@ -382,6 +472,7 @@ def _tables(vocab: Vocab) -> _DecodeTables:
 
     The limits are measured by asking RDKit itself, for every total bond order a graph of
     this size can produce, so the shortcut rejects exactly what sanitization would reject.
+    A label's fixed hydrogens take their share of its valence.
     """
     tab = _TABLES.get(vocab)
     if tab is not None:
@@ -390,11 +481,16 @@ def _tables(vocab: Vocab) -> _DecodeTables:
     limits = [_VALENCE_UNBOUNDED]
     highest = 3 * (vocab.max_atoms - 1)  # every other atom bonded with a triple bond
     with rdBase.BlockLogs():
-        for z, q in zip(vocab.atomic_numbers[1:], vocab.charges[1:], strict=True):
+        for z, q, h in zip(vocab.atomic_numbers[1:], vocab.charges[1:], vocab.hydrogens[1:],
+                           strict=True):
             atom = Chem.Atom(z)
             atom.SetFormalCharge(q)
+            if h:
+                # Exactly h hydrogens, as in the SMILES [nH]: RDKit adds none of its own.
+                atom.SetNumExplicitHs(h)
+                atom.SetNoImplicit(True)
             templates.append(atom)
-            accepted = [v for v in range(highest + 1) if _accepts_valence(z, q, v)]
+            accepted = [v for v in range(highest + 1) if _accepts_valence(z, q, v + h)]
             limits.append(_VALENCE_UNBOUNDED if accepted and accepted[-1] == highest
                           else (accepted[-1] if accepted else -1))
     tab = _DecodeTables(tuple(templates), np.asarray(limits, dtype=np.int16))
@@ -406,7 +502,7 @@ def _mol_from_parts(
     atom_ids: list[int], rows: list[int], cols: list[int], vals: list[int],
     templates: Sequence[Chem.Atom | None],
 ) -> Chem.Mol | None:
-    """Sanitized molecule from compact atom ids and bonds (rows[k], cols[k], order vals[k]),
+    """Sanitized molecule from compact atom ids and bonds (rows[k], cols[k], type vals[k]),
     or None if RDKit will not sanitize it."""
     mol = Chem.RWMol()
     for k in atom_ids:
@@ -416,6 +512,19 @@ def _mol_from_parts(
     if Chem.SanitizeMol(mol, SANITIZE_OPS, catchErrors=True) != _SANITIZE_OK:
         return None
     return mol
+
+
+def _over_valent_aromatic(ub: np.ndarray, atoms: np.ndarray, max_valence: np.ndarray
+                          ) -> np.ndarray:
+    """(B, N) atoms that RDKit's valence check rejects, for bond upper triangles ``ub``
+    (B, N, N) of an aromatic vocabulary: it counts an aromatic bond as 1.5 and lets an atom with
+    one exceed its largest valence by up to 1.5 (a kekulized ring may bring it down)."""
+    half = _BOND_HALF_VALENCE[ub]
+    valence2 = half.sum(axis=2, dtype=np.int16) + half.sum(axis=1, dtype=np.int16)
+    aromatic = ub == AROMATIC_BOND
+    has_aromatic = aromatic.any(axis=2) | aromatic.any(axis=1)
+    limit2 = 2 * max_valence[atoms].astype(np.int32) + _AROMATIC_EXCESS * has_aromatic
+    return valence2 > limit2
 
 
 def _validate_graph(atoms: np.ndarray, bonds: np.ndarray, vocab: Vocab) -> None:
@@ -503,8 +612,12 @@ def decode_and_validate(
     upper = np.triu(np.ones((n, n), dtype=bool), k=1)
     keep = present[:, :, None] & present[:, None, :] & upper
     ub = np.where(keep, b, 0).astype(np.uint8)  # (B, N, N) upper triangle between atoms
-    valence = ub.sum(axis=2, dtype=np.int16) + ub.sum(axis=1, dtype=np.int16)  # (B, N)
-    feasible = present.any(axis=1) & ~(valence > tab.max_valence[a8]).any(axis=1)
+    if vocab.aromatic:
+        over = _over_valent_aromatic(ub, a8, tab.max_valence)
+    else:  # bond types are bond orders
+        valence = ub.sum(axis=2, dtype=np.int16) + ub.sum(axis=1, dtype=np.int16)  # (B, N)
+        over = valence > tab.max_valence[a8]
+    feasible = present.any(axis=1) & ~over.any(axis=1)
 
     cand = np.flatnonzero(feasible)
     if cand.size == 0:

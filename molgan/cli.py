@@ -56,11 +56,20 @@ def data_prepare(
     smiles_column: Annotated[
         str | None, typer.Option(help="CSV column holding SMILES (default: 'smiles').")
     ] = None,
+    aromatic: Annotated[
+        bool, typer.Option("--aromatic", help="Keep aromatic bonds as a bond type of their own "
+                           "instead of kekulizing them.")
+    ] = False,
     config: Annotated[
         Path | None,
         typer.Option("--config", "-c",
                      help="Featurize the data section of this training config instead (the "
                      "cache 'molgan train' reads); no PATH or data options with it."),
+    ] = None,
+    overrides: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="With --config: override a config key, e.g. --set "
+                     "data.aromatic=true (repeatable)."),
     ] = None,
     cache_dir: Annotated[
         Path | None,
@@ -77,21 +86,26 @@ def data_prepare(
     vocab = None
     if config is not None:
         given = [name for name, value in (("PATH", path), ("--max-atoms", max_atoms),
-                                          ("--limit", limit), ("--smiles-column", smiles_column))
+                                          ("--limit", limit), ("--smiles-column", smiles_column),
+                                          ("--aromatic", aromatic or None))
                  if value is not None]
         if given:
             raise _fail(f"--config takes the data settings from the config; drop {', '.join(given)}")
         try:
-            data = load_config(config).data
-        except ConfigError as exc:
+            data = load_config(config, overrides or []).data
+            vocab = vocab_for(data)
+        except (ConfigError, ValueError) as exc:
             raise _fail(f"--config {exc}") from None
         path, max_atoms, limit, smiles_column = data.path, data.max_atoms, data.limit, data.smiles_column
-        vocab = vocab_for(data)
+        aromatic = data.aromatic
+    elif overrides:
+        raise _fail("--set needs --config")
     elif max_atoms is None:
         max_atoms = MOSES_MAX_ATOMS if path == "moses" else 9
     try:
         ds = load_dataset(path, max_atoms=max_atoms, vocab=vocab, cache_dir=cache_dir,
-                          smiles_column=smiles_column, progress=progress, limit=limit)
+                          smiles_column=smiles_column, progress=progress, limit=limit,
+                          aromatic=aromatic)
     except MosesNotInstalled as exc:
         raise _fail(str(exc)) from None
     except (FileNotFoundError, ValueError) as exc:

@@ -51,6 +51,11 @@ class DataConfig(_Section):
     atoms: tuple[str, ...] | None = None
     """Atom vocabulary (labels such as ``C``, ``N+``; the padding label is added). ``None``: every
     atom type that occurs in the data. Molecules with other atoms are skipped."""
+    aromatic: bool = False
+    """Keep aromatic bonds as a fifth bond type instead of kekulizing them; RDKit then decides
+    whether a generated aromatic ring can be kekulized. Aromatic atoms whose hydrogens must be
+    stated (pyrrole's ``[nH]``) get labels with a hydrogen count, ``NH``: a fixed ``atoms`` list
+    must name them, or their molecules are skipped."""
     split_seed: int = 0
     val_fraction: float = Field(0.05, ge=0.0, lt=0.5)
     test_fraction: float = Field(0.1, ge=0.0, lt=0.5)

@@ -37,6 +37,7 @@ from molgan.chem import (
     PAD_LABEL,
     EncodeError,
     Vocab,
+    bond_types,
     decode_batch,
     mol_to_graph,
     mol_to_smiles,
@@ -249,9 +250,9 @@ class _Chunk:
 
 
 def _featurize_chunk(smiles: Sequence[str], max_atoms: int,
-                     fixed_labels: Sequence[str] | None) -> _Chunk:
+                     fixed_labels: Sequence[str] | None, aromatic: bool) -> _Chunk:
     """Featurize SMILES with a chunk-local label table (grown on the fly unless fixed)."""
-    table = _LabelTable(max_atoms, fixed_labels)
+    table = _LabelTable(max_atoms, fixed_labels, aromatic)
     n = max_atoms
     atoms = np.zeros((len(smiles), n), dtype=np.uint8)
     bonds = np.zeros((len(smiles), n, n), dtype=np.uint8)
@@ -277,7 +278,8 @@ def _featurize_chunk(smiles: Sequence[str], max_atoms: int,
     if k == 0:
         return _Chunk(atoms, pack_bonds(bonds), [], table.labels[1:], skipped)
     # Keep only graphs that decode back to their molecule (rejects e.g. unusual H counts).
-    decoded = decode_batch(atoms, bonds, Vocab(tuple(table.labels), max_atoms))
+    decoded = decode_batch(atoms, bonds, Vocab(tuple(table.labels), max_atoms,
+                                               bond_types(aromatic)))
     ok = [i for i, (d, c) in enumerate(zip(decoded, canon, strict=True)) if d == c]
     if len(ok) < k:
         skipped["roundtrip_mismatch"] += k - len(ok)
@@ -288,8 +290,10 @@ def _featurize_chunk(smiles: Sequence[str], max_atoms: int,
 class _LabelTable:
     """The part of Vocab that ``mol_to_graph`` reads, with an atom table that can grow."""
 
-    def __init__(self, max_atoms: int, fixed_labels: Sequence[str] | None) -> None:
+    def __init__(self, max_atoms: int, fixed_labels: Sequence[str] | None,
+                 aromatic: bool) -> None:
         self.max_atoms = max_atoms
+        self.aromatic = aromatic
         self.labels: list[str] = ["*", *(fixed_labels or ())]
         index = {lab: i for i, lab in enumerate(self.labels)}
         self.atom_index = index if fixed_labels is not None else _GrowingIndex(index,
@@ -319,8 +323,8 @@ def _pool_context() -> BaseContext:
     return get_context("fork" if "fork" in methods else "spawn")
 
 
-def _featurize(smiles: list[str], max_atoms: int, vocab: Vocab | None, workers: int,
-               progress: bool
+def _featurize(smiles: list[str], max_atoms: int, vocab: Vocab | None, aromatic: bool,
+               workers: int, progress: bool
                ) -> tuple[np.ndarray, np.ndarray, list[str], Vocab | None, Counter[str]]:
     """Featurize all SMILES; returns atoms (M, N), bond pairs (M, P), canonical SMILES, vocab,
     skip counts.
@@ -336,14 +340,15 @@ def _featurize(smiles: list[str], max_atoms: int, vocab: Vocab | None, workers: 
     results: list[_Chunk] = []
     if workers > 1 and len(smiles) >= _PARALLEL_MIN:
         with ProcessPoolExecutor(workers, mp_context=_pool_context()) as pool:
-            futures = [pool.submit(_featurize_chunk, c, max_atoms, fixed) for c in chunks_in]
+            futures = [pool.submit(_featurize_chunk, c, max_atoms, fixed, aromatic)
+                       for c in chunks_in]
             for fut, c in zip(futures, chunks_in, strict=True):
                 results.append(fut.result())
                 if bar is not None:
                     bar.update(len(c))
     else:
         for c in chunks_in:
-            results.append(_featurize_chunk(c, max_atoms, fixed))
+            results.append(_featurize_chunk(c, max_atoms, fixed, aromatic))
             if bar is not None:
                 bar.update(len(c))
     if bar is not None:
@@ -382,7 +387,8 @@ def _featurize(smiles: list[str], max_atoms: int, vocab: Vocab | None, workers: 
     if vocab is None:
         freq = np.bincount(atoms.ravel(), minlength=len(provisional))
         vocab = vocab_from_counts(
-            {lab: int(freq[k]) for lab, k in provisional.items() if k and freq[k]}, max_atoms)
+            {lab: int(freq[k]) for lab, k in provisional.items() if k and freq[k]}, max_atoms,
+            aromatic)
     final = np.zeros(256, dtype=np.uint8)
     for lab, k in provisional.items():
         final[k] = vocab.atom_index.get(lab, 0)
@@ -462,14 +468,17 @@ def _file_sha256(path: Path) -> str:
 
 
 def cache_key(path: Path, max_atoms: int, vocab: Vocab | None,
-              smiles_column: str | None, limit: int | None = None) -> str:
-    settings = {
+              smiles_column: str | None, limit: int | None = None, aromatic: bool = False) -> str:
+    settings: dict[str, Any] = {
         "format": FORMAT_VERSION,
         "max_atoms": max_atoms,
         "vocab": vocab.to_dict() if vocab is not None else None,
         "smiles_column": smiles_column,
         "limit": limit,
     }
+    if aromatic:
+        # Only when set, so that the caches of kekulized data keep their keys.
+        settings["aromatic"] = True
     h = hashlib.sha256()
     h.update(_file_sha256(path).encode())
     h.update(json.dumps(settings, sort_keys=True).encode())
@@ -528,11 +537,14 @@ def load_dataset(
     use_cache: bool = True,
     workers: int = 0,
     limit: int | None = None,
+    aromatic: bool = False,
 ) -> MolDataset:
     """Featurize a molecule file (default: bundled QM9) into a :class:`MolDataset`.
 
     ``path`` is a file or a dataset name of :func:`dataset_file` (``"qm9"``, ``"moses"``);
     ``limit`` keeps only the file's first ``limit`` records (a quick subset; ``None``: all).
+    ``aromatic`` keeps aromatic bonds as a bond type of their own instead of kekulizing them
+    (see :mod:`molgan.chem`); a given ``vocab`` must have the same kind of bonds.
 
     Molecules are skipped, never fatal, and counted by reason: every ``EncodeError`` reason
     of :mod:`molgan.chem` (``unparseable``, ``too_many_atoms``, ``multi_fragment``,
@@ -551,13 +563,15 @@ def load_dataset(
     src, _, _ = _check_path(src)
     if vocab is not None and vocab.max_atoms != max_atoms:
         raise ValueError(f"vocab.max_atoms={vocab.max_atoms} but max_atoms={max_atoms}")
+    if vocab is not None and vocab.aromatic != aromatic:
+        raise ValueError(f"vocab.aromatic={vocab.aromatic} but aromatic={aromatic}")
     if not 1 <= max_atoms <= 255:
         raise ValueError(f"max_atoms must be in 1..255, got {max_atoms}")
     if limit is not None and limit < 1:
         raise ValueError(f"limit must be at least 1, got {limit}")
     cache_file = None
     if use_cache:
-        key = cache_key(src, max_atoms, vocab, smiles_column, limit)
+        key = cache_key(src, max_atoms, vocab, smiles_column, limit, aromatic)
         cache_file = (cache_dir or default_cache_dir()) / f"{key}.safetensors"
         if cache_file.is_file():
             try:
@@ -571,8 +585,8 @@ def load_dataset(
     raw = read_smiles(src, smiles_column=smiles_column, limit=limit)
     if workers <= 0:
         workers = min(2, os.cpu_count() or 1)
-    atoms, pairs, smiles, vocab_out, skipped = _featurize(raw, max_atoms, vocab, workers,
-                                                          progress)
+    atoms, pairs, smiles, vocab_out, skipped = _featurize(raw, max_atoms, vocab, aromatic,
+                                                          workers, progress)
     report = SkipReport(read=len(raw), kept=len(smiles), skipped=dict(skipped))
     del raw  # ~0.2 GB of strings for MOSES; writing the cache needs memory of its own
     if not smiles or vocab_out is None:
@@ -589,18 +603,19 @@ def load_dataset(
 
 
 def vocab_for(config: DataConfig) -> Vocab | None:
-    """The fixed vocabulary ``config.atoms`` asks for (the padding label first), or ``None``."""
+    """The fixed vocabulary ``config.atoms`` asks for (the padding label first, the bond types
+    of ``config.aromatic``), or ``None``."""
     if config.atoms is None:
         return None
     atoms = (PAD_LABEL, *(a for a in config.atoms if a != PAD_LABEL))
-    return Vocab(atoms=atoms, max_atoms=config.max_atoms)
+    return Vocab(atoms=atoms, max_atoms=config.max_atoms, bonds=bond_types(config.aromatic))
 
 
 def dataset_from_config(config: DataConfig) -> MolDataset:
     """The dataset a config's ``data`` section describes (featurized once, then read from the cache)."""
     return load_dataset(
         config.path, max_atoms=config.max_atoms, vocab=vocab_for(config),
-        smiles_column=config.smiles_column, limit=config.limit,
+        smiles_column=config.smiles_column, limit=config.limit, aromatic=config.aromatic,
     )
 
 

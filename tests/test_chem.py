@@ -8,6 +8,8 @@ import torch
 from rdkit import Chem
 
 from molgan.chem import (
+    AROMATIC_BOND,
+    AROMATIC_BOND_TYPES,
     ATOM_NONE,
     BOND_NONE,
     BOND_TYPES,
@@ -44,6 +46,13 @@ def _graph(vocab: Vocab, labels: list[str], bonds: dict[tuple[int, int], int]
     return a, b
 
 
+def _encoded(smiles: list[str], vocab: Vocab) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+    """Graphs of ``smiles`` stacked, atoms (M, N) and bonds (M, N, N), and their canonical SMILES."""
+    graphs = [encode(s, vocab) for s in smiles]
+    return (torch.stack([g[0] for g in graphs]), torch.stack([g[1] for g in graphs]),
+            [canonical_smiles(s) for s in smiles])
+
+
 # --------------------------------------------------------------------------- round trip
 
 
@@ -53,13 +62,8 @@ def test_qm9_round_trip_on_seeded_sample(qm9_smiles: list[str], qm9_vocab: Vocab
     # Every charged molecule too, so charge handling is covered beyond the random sample.
     sample += [s for s in qm9_smiles if "+" in s or "-" in s]
     assert sum("+" in s for s in sample) >= 400
-    atoms, bonds, expected = [], [], []
-    for s in sample:
-        a, b = encode(s, qm9_vocab)
-        atoms.append(a)
-        bonds.append(b)
-        expected.append(canonical_smiles(s))
-    decoded = decode_batch(torch.stack(atoms), torch.stack(bonds), qm9_vocab)
+    atoms, bonds, expected = _encoded(sample, qm9_vocab)
+    decoded = decode_batch(atoms, bonds, qm9_vocab)
     agree = sum(d == e for d, e in zip(decoded, expected, strict=True))
     assert agree / len(sample) >= 0.999, [
         (s, e, d) for s, e, d in zip(sample, expected, decoded, strict=True) if d != e][:5]
@@ -306,6 +310,10 @@ def test_vocab_dict_round_trip(qm9_vocab: Vocab) -> None:
     ({"atoms": ["*", "C"], "max_atoms": True}, "max_atoms"),
     ({"atoms": ["*", "C"]}, "missing"),
     ({"atoms": ["*", "C"], "max_atoms": 9, "bonds": ["none", "single"]}, "bonds"),
+    ({"atoms": ["*", "C"], "max_atoms": 9, "bonds": [*BOND_TYPES, "quadruple"]}, "bonds"),
+    ({"atoms": ["*", "C", "NH"], "max_atoms": 9}, "'NH' fixes a hydrogen count"),
+    ({"atoms": ["*", "C", "NH"], "max_atoms": 9, "bonds": list(BOND_TYPES)}, "aromatic"),
+    ({"atoms": ["*", "NH1"], "max_atoms": 9, "bonds": list(AROMATIC_BOND_TYPES)}, "invalid"),
     ({"atoms": ["*", "C"], "max_atoms": 9, "extra": 1}, "unknown"),
     (["*", "C"], "mapping"),
 ])
@@ -327,10 +335,19 @@ def test_vocab_from_counts_order() -> None:
 def test_atom_labels_and_parsing() -> None:
     mol = Chem.MolFromSmiles("[NH3+]CC([O-])=O")
     assert [atom_label(a) for a in mol.GetAtoms()] == ["N+", "C", "C", "O-", "O"]
-    assert parse_label("N+") == (7, 1)
-    assert parse_label("O-") == (8, -1)
-    assert parse_label("Fe++") == (26, 2)
-    assert parse_label("Cl") == (17, 0)
+    assert [atom_label(a, h) for a, h in zip(mol.GetAtoms(), (3, 2, 0, 0, 0), strict=True)] == [
+        "NH3+", "CH2", "C", "O-", "O"]
+    assert parse_label("N+") == (7, 1, 0)
+    assert parse_label("O-") == (8, -1, 0)
+    assert parse_label("Fe++") == (26, 2, 0)
+    assert parse_label("Cl") == (17, 0, 0)
+    assert parse_label("NH") == (7, 0, 1)
+    assert parse_label("NH+").hydrogens == 1 and parse_label("NH+").charge == 1
+    assert parse_label("CH2-") == (6, -1, 2)
+    assert parse_label("Hs") == (108, 0, 0)  # hassium, not a hydrogen count
+    for bad in ("NH0", "NH1", "HN", "N+H", "nH"):
+        with pytest.raises(ValueError, match="invalid atom label"):
+            parse_label(bad)
 
 
 # --------------------------------------------------------------------------- SMILES and validity
@@ -385,3 +402,161 @@ def test_canonical_smiles_of_strictly_valid_molecules_needs_no_repair(
     assert len(valid) > 3000
     assert [canonical_smiles(s) for s in valid] == [mol_to_smiles(sanitized_mol(s))
                                                     for s in valid]
+
+
+# --------------------------------------------------------------------------- aromatic bonds
+
+KEKULE_DRUG_ATOMS = ("*", "C", "N", "O", "S", "F", "Cl", "Br")
+AROMATIC_MOLECULES = [
+    "c1ccccc1",  # benzene
+    "c1ccncc1",  # pyridine
+    "c1cc[nH]c1",  # pyrrole
+    "C1=CNC=C1",  # pyrrole, written kekulized
+    "c1ccoc1",  # furan
+    "c1ccsc1",  # thiophene
+    "c1ccc2[nH]ccc2c1",  # indole
+    "c1c[nH]cn1",  # imidazole
+    "Cc1ccc(S(=O)(=O)N2CCN(c3ncccn3)CC2)cc1",  # MOSES-like drugs
+    "O=C(Nc1ccc2[nH]ncc2c1)c1cccs1",
+    "COc1ccc(-c2nc3ccccc3o2)cc1Cl",
+]
+
+
+@pytest.fixture(scope="module")
+def kekule_vocab() -> Vocab:
+    return Vocab(KEKULE_DRUG_ATOMS, max_atoms=27)
+
+
+@pytest.fixture(scope="module")
+def aromatic_vocab() -> Vocab:
+    return Vocab((*KEKULE_DRUG_ATOMS, "NH"), max_atoms=27, bonds=AROMATIC_BOND_TYPES)
+
+
+def test_aromatic_vocab_properties(kekule_vocab: Vocab, aromatic_vocab: Vocab) -> None:
+    assert aromatic_vocab.aromatic and not kekule_vocab.aromatic
+    assert aromatic_vocab.num_bond_types == 5 and AROMATIC_BOND == 4
+    assert aromatic_vocab.bonds[AROMATIC_BOND] == "aromatic"
+    assert aromatic_vocab.hydrogens == (0,) * len(KEKULE_DRUG_ATOMS) + (1,)
+    assert aromatic_vocab.atomic_numbers[-1] == 7 and aromatic_vocab.charges[-1] == 0
+    d = json.loads(json.dumps(aromatic_vocab.to_dict()))
+    assert d["bonds"] == list(AROMATIC_BOND_TYPES)
+    assert Vocab.from_dict(d) == aromatic_vocab
+    # Same atoms, other bonds: another vocabulary (and another cache, codec, checkpoint shape).
+    assert Vocab(KEKULE_DRUG_ATOMS, 27, AROMATIC_BOND_TYPES) != kekule_vocab
+    # A vocabulary saved before aromatic bonds existed has no "bonds" key: kekulized, as before.
+    old = Vocab.from_dict({"atoms": list(KEKULE_DRUG_ATOMS), "max_atoms": 27})
+    assert old == kekule_vocab and not old.aromatic and old.bonds == BOND_TYPES
+
+
+@pytest.mark.parametrize("smiles", AROMATIC_MOLECULES)
+def test_aromatic_molecules_round_trip_in_both_modes(smiles: str, kekule_vocab: Vocab,
+                                                     aromatic_vocab: Vocab) -> None:
+    mol = to_mol(smiles)
+    aromatic_bonds = sum(b.GetIsAromatic() for b in mol.GetBonds())
+    assert aromatic_bonds >= 5
+    for vocab in (kekule_vocab, aromatic_vocab):
+        a, b = encode(smiles, vocab)
+        assert decode(a, b, vocab) == canonical_smiles(smiles), vocab.bonds
+        assert decode_and_validate(a[None], b[None], vocab) == ([canonical_smiles(smiles)], [True])
+        assert int((torch.triu(b) == AROMATIC_BOND).sum()) == (aromatic_bonds if vocab.aromatic
+                                                               else 0)
+    # Pyrrole-type nitrogens, and only they, carry their hydrogen in the label.
+    a, _ = encode(smiles, aromatic_vocab)
+    assert int((a == aromatic_vocab.atom_index["NH"]).sum()) == sum(
+        atom.GetIsAromatic() and atom.GetSymbol() == "N" and atom.GetTotalNumHs() == 1
+        for atom in mol.GetAtoms())
+
+
+def test_hydrogen_labels_follow_the_molecule_not_its_spelling(aromatic_vocab: Vocab) -> None:
+    # "[cH]" spells out a hydrogen RDKit would infer anyway: a plain C. Aliphatic atoms keep
+    # implicit hydrogens whatever the SMILES says ("[NH2]" is a plain N).
+    a, _ = encode("[cH]1ccccc1[NH2]", aromatic_vocab)
+    assert a[:7].tolist() == [1] * 6 + [aromatic_vocab.atom_index["N"]]
+    without_nh = Vocab(KEKULE_DRUG_ATOMS, max_atoms=27, bonds=AROMATIC_BOND_TYPES)
+    with pytest.raises(EncodeError) as info:
+        encode("c1cc[nH]c1", without_nh)
+    assert info.value.reason == "unsupported_atom" and "NH" in str(info.value)
+    encode("c1ccncc1", without_nh)  # pyridine's N has no hydrogen to state
+
+
+@pytest.mark.parametrize(("labels", "bonds", "expected"), [
+    (["C", "C"], {(0, 1): AROMATIC_BOND}, None),  # an aromatic bond outside a ring
+    (["C", "C", "C"], {(0, 1): AROMATIC_BOND, (1, 2): AROMATIC_BOND}, None),
+    (["C"] * 5, {(k, (k + 1) % 5): AROMATIC_BOND for k in range(5)}, None),  # no kekule form
+    (["N"] + ["C"] * 4, {(k, (k + 1) % 5): AROMATIC_BOND for k in range(5)}, None),  # no H on N
+    (["NH"] + ["C"] * 4, {(k, (k + 1) % 5): AROMATIC_BOND for k in range(5)}, "c1cc[nH]c1"),
+    (["NH"] + ["C"] * 5, {(k, (k + 1) % 6): AROMATIC_BOND for k in range(6)}, None),
+    (["C"] * 6, {(k, (k + 1) % 6): AROMATIC_BOND for k in range(6)}, "c1ccccc1"),
+    # A kekulizable ring that is not aromatic decodes as what it is.
+    (["C"] * 8, {(k, (k + 1) % 8): AROMATIC_BOND for k in range(8)}, "C1=CC=CC=CC=C1"),
+    (["C", "NH", "C"], {(0, 1): 1, (1, 2): 1}, "CNC"),  # an H label in a chain
+    (["C", "NH", "C", "C"], {(0, 1): 1, (1, 2): 1, (1, 3): 1}, None),  # NH has room for 2
+    (["C", "NH", "C"], {(0, 1): 1, (1, 2): 2}, None),
+])
+def test_aromatic_graphs_decode_strictly(labels: list[str], bonds: dict[tuple[int, int], int],
+                                         expected: str | None, aromatic_vocab: Vocab) -> None:
+    a, b = _graph(aromatic_vocab, labels, bonds)
+    assert decode(a, b, aromatic_vocab) == expected
+    assert decode_batch(a[None], b[None], aromatic_vocab) == [expected]
+    assert decode_and_validate(a[None], b[None], aromatic_vocab)[1] == [expected is not None]
+
+
+@pytest.fixture(scope="module")
+def qm9_aromatic_smiles(qm9_smiles: list[str]) -> list[str]:
+    """About 1,000 QM9 molecules with an aromatic ring (the file spells them kekulized)."""
+    rng = np.random.default_rng(4321)
+    sample = [qm9_smiles[i] for i in rng.choice(len(qm9_smiles), 6000, replace=False)]
+    return [s for s in sample if any(a.GetIsAromatic() for a in to_mol(s).GetAtoms())]
+
+
+def test_aromatic_round_trip_on_qm9(qm9_smiles: list[str], qm9_aromatic_smiles: list[str]) -> None:
+    vocab = Vocab((*QM9_ATOMS, "NH", "CH-"), max_atoms=9, bonds=AROMATIC_BOND_TYPES)
+    rng = np.random.default_rng(1234)
+    sample = [qm9_smiles[i] for i in rng.choice(len(qm9_smiles), 2000, replace=False)]
+    sample += qm9_aromatic_smiles
+    assert sum("[nH]" in canonical_smiles(s) for s in sample) > 100
+    atoms, bonds, expected = _encoded(sample, vocab)
+    assert int((bonds == AROMATIC_BOND).sum()) > 1000
+    assert decode_batch(atoms, bonds, vocab) == expected
+
+
+def _aromatic_test_graphs(vocab: Vocab, aromatic_smiles: list[str], seed: int
+                          ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Molecules with aromatic rings, encoded with aromatic bonds, two thirds of them changed:
+    an atom relabelled (H labels and charges included) and a pair given a random bond type."""
+    rng = np.random.default_rng(seed)
+    graphs = []
+    for s in aromatic_smiles:
+        try:
+            graphs.append(encode(s, vocab))
+        except EncodeError:
+            continue
+    atoms = torch.stack([g[0] for g in graphs])
+    bonds = torch.stack([g[1] for g in graphs])
+    for k in range(len(graphs)):
+        if k % 3 == 0:
+            continue  # a third stay as they are
+        atoms[k, int(rng.integers(9))] = int(rng.integers(1, vocab.num_atom_types))
+        i, j = rng.choice(9, 2, replace=False)
+        bonds[k, i, j] = bonds[k, j, i] = int(rng.integers(0, vocab.num_bond_types))
+    return atoms, bonds
+
+
+def test_valence_precheck_never_rejects_what_rdkit_accepts(qm9_aromatic_smiles: list[str]
+                                                          ) -> None:
+    # decode() asks RDKit about every graph; decode_batch() rejects over-valent ones first.
+    # Equal results mean the shortcut rejected nothing RDKit accepts, with aromatic bonds
+    # counted at their least order and fixed hydrogens using valence.
+    vocab = Vocab(("*", "C", "N", "O", "F", "S", "NH", "N+", "O-", "C-", "O+", "S+", "NH+",
+                   "CH-", "B", "P", "PH"), max_atoms=9, bonds=AROMATIC_BOND_TYPES)
+    atoms, bonds = _aromatic_test_graphs(vocab, qm9_aromatic_smiles, seed=2)
+    rng = np.random.default_rng(9)
+    for p_bond in ([0.6, 0.1, 0.05, 0.05, 0.2], [0.4, 0.1, 0.1, 0.1, 0.3]):  # random graphs
+        atoms = torch.cat([atoms, torch.from_numpy(rng.integers(0, vocab.num_atom_types,
+                                                                (2000, 9)))])
+        bonds = torch.cat([bonds, torch.from_numpy(rng.choice(5, size=(2000, 9, 9), p=p_bond))])
+    expected = [decode(a, b, vocab) for a, b in zip(atoms, bonds, strict=True)]
+    assert decode_batch(atoms, bonds, vocab) == expected
+    with_aromatic = [e for e, b in zip(expected, bonds, strict=True)
+                     if e is not None and bool((torch.triu(b) == AROMATIC_BOND).any())]
+    assert len(with_aromatic) > 300 and sum(e is None for e in expected) > 3000

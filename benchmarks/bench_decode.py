@@ -31,7 +31,8 @@ from molgan.chem import SANITIZE_OPS, Vocab, decode, decode_batch, encode
 from molgan.data import qm9_path, read_smiles
 
 QM9_VOCAB = Vocab(atoms=("*", "C", "N", "O", "F", "N+", "O-", "C-", "N-"), max_atoms=9)
-_BONDS = (None, Chem.BondType.SINGLE, Chem.BondType.DOUBLE, Chem.BondType.TRIPLE)
+_BONDS = (None, Chem.BondType.SINGLE, Chem.BondType.DOUBLE, Chem.BondType.TRIPLE,
+          Chem.BondType.AROMATIC)
 
 
 def naive_decode(atoms: np.ndarray, bonds: np.ndarray, vocab: Vocab) -> list[str | None]:

@@ -13,7 +13,15 @@ from rdkit import Chem
 from typer.testing import CliRunner
 
 from molgan import data
-from molgan.chem import Vocab, canonical_smiles, decode_batch, encode
+from molgan.chem import (
+    AROMATIC_BOND,
+    AROMATIC_BOND_TYPES,
+    BOND_TYPES,
+    Vocab,
+    canonical_smiles,
+    decode_batch,
+    encode,
+)
 from molgan.cli import app
 from molgan.config import DataConfig
 from molgan.data import (
@@ -488,3 +496,67 @@ def test_without_atoms_the_config_asks_for_no_fixed_vocabulary(tmp_path: Path) -
     config = DataConfig(path=str(path))
     assert vocab_for(config) is None
     assert set(dataset_from_config(config).vocab.atoms) == {"*", "C", "O", "N+"}
+
+
+# --------------------------------------------------------------------------- aromatic bonds
+
+AROMATIC_LINES = "c1ccccc1O\nc1cc[nH]c1\nCc1ccco1\nCCO\nc1ccc2[nH]ccc2c1\n"
+
+
+def test_aromatic_data_has_its_own_cache_and_vocabulary(tmp_path: Path) -> None:
+    path = _write(tmp_path / "arom.smi", AROMATIC_LINES)
+    cache = tmp_path / "cache"
+    kekulized = load_dataset(path, cache_dir=cache)
+    aromatic = load_dataset(path, cache_dir=cache, aromatic=True)
+    assert not aromatic.cache_hit  # not the kekulized file
+    assert len(list(cache.glob("*.safetensors"))) == 2
+    # The kekulized key is the one it had before the option existed.
+    assert cache_key(path, 9, None, None, aromatic=False) == cache_key(path, 9, None, None)
+    assert cache_key(path, 9, None, None, aromatic=True) != cache_key(path, 9, None, None)
+    assert aromatic.smiles == kekulized.smiles
+    assert kekulized.vocab.bonds == BOND_TYPES and aromatic.vocab.bonds == AROMATIC_BOND_TYPES
+    assert aromatic.vocab.atoms == ("*", "C", "O", "NH")
+    assert int(kekulized.pairs.max()) == 2 and int((aromatic.pairs == AROMATIC_BOND).sum()) == 6 + 5 + 5 + 10
+    again = load_dataset(path, cache_dir=cache, aromatic=True)
+    assert again.cache_hit and again.vocab == aromatic.vocab
+    assert torch.equal(again.pairs, aromatic.pairs)
+    atoms, bonds = again.graphs(torch.arange(len(again)))
+    assert decode_batch(atoms, bonds, again.vocab) == again.smiles
+
+
+def test_aromatic_config_and_its_fixed_vocabulary(tmp_path: Path) -> None:
+    path = _write(tmp_path / "arom.smi", AROMATIC_LINES)
+    config = DataConfig(path=str(path), atoms=("C", "O", "N"), aromatic=True)
+    assert vocab_for(config) == Vocab(("*", "C", "O", "N"), 9, AROMATIC_BOND_TYPES)
+    # Pyrrole-type nitrogens are the label NH: a fixed list without it skips their molecules.
+    ds = dataset_from_config(config)
+    assert ds.report.skipped == {"unsupported_atom": 2} and len(ds) == 3
+    with_nh = dataset_from_config(config.model_copy(update={"atoms": ("C", "O", "N", "NH")}))
+    assert len(with_nh) == 5 and with_nh.report.skipped == {}
+    with pytest.raises(ValueError, match="'NH' fixes a hydrogen count"):
+        vocab_for(DataConfig(atoms=("C", "NH")))
+    with pytest.raises(ValueError, match="aromatic"):
+        load_dataset(path, vocab=vocab_for(config), use_cache=False)  # aromatic not asked for
+
+
+def test_cli_data_prepare_sets_aromatic(tmp_path: Path) -> None:
+    path = _write(tmp_path / "arom.smi", AROMATIC_LINES)
+    config = _write(tmp_path / "run.yaml", f"data:\n  path: {path}\n  atoms: [C, O, N]\n")
+    runner = CliRunner()
+    cache = ["--cache-dir", str(tmp_path / "c")]
+    result = runner.invoke(app, ["data", "prepare", "--config", str(config), "--set",
+                                 "data.aromatic=true", "--set", "data.atoms=[C,O,NH]", *cache])
+    assert result.exit_code == 0, result.output
+    assert "read 5, kept 5, skipped 0" in result.output
+    assert "atoms=['*', 'C', 'O', 'NH'] max_atoms=9 bonds=['none', 'single', 'double', " \
+           "'triple', 'aromatic']" in result.output
+    result = runner.invoke(app, ["data", "prepare", str(path), "--aromatic", *cache])
+    assert result.exit_code == 0 and "'aromatic']" in result.output
+    for bad, message in ((["--set", "data.aromatic=true"], "error: --set needs --config"),
+                         (["--config", str(config), "--set", "data.aromatic=maybe"],
+                          "data.aromatic"),
+                         (["--config", str(config), "--set", "data.atoms=[C,NH]"], "'NH'"),
+                         (["--config", str(config), "--aromatic"], "drop --aromatic")):
+        result = runner.invoke(app, ["data", "prepare", *bad, *cache])
+        assert result.exit_code == 2, bad
+        assert len(result.output.strip().splitlines()) == 1 and message in result.output, bad

@@ -16,9 +16,9 @@ Two kinds of vocabulary:
   of pyrrole, ``[nH]``) gets a label that fixes its hydrogen count: ``"NH"``. Every other atom
   keeps implicit hydrogens, so all labels of a kekulized vocabulary mean the same here.
 
-Graphs carry no stereochemistry, therefore every SMILES this module
-returns is canonical *non-isomeric* SMILES (:func:`canonical_smiles` and :func:`decode` share
-that convention, so comparing their outputs is meaningful).
+Graphs carry no stereochemistry, therefore every SMILES this module returns is canonical
+*non-isomeric* SMILES (:func:`canonical_smiles` and :func:`decode` share that convention, so
+comparing their outputs is meaningful).
 
 This module is also the one place that says what a SMILES means: :func:`to_mol` reads one,
 :func:`canonical_smiles` names it, and :func:`is_valid` says whether it is *strictly valid*:

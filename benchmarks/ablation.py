@@ -37,6 +37,10 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
                          ["train.critic_reward_weight=0.1"]),
     "critic_reward_03": ("critic's score of exact samples in the reward, w = 0.3",
                          ["train.critic_reward_weight=0.3"]),
+    "aromatic": ("aromatic bonds as a fifth bond type, NH atoms", [
+        "data.aromatic=true", "data.atoms=[C, N, O, F, NH]"]),
+    "aromatic_cr03": ("aromatic bonds and the critic's score in the reward, w = 0.3", [
+        "data.aromatic=true", "data.atoms=[C, N, O, F, NH]", "train.critic_reward_weight=0.3"]),
     "atoms_first": ("bonds computed from the sampled atom types", ["model.generator=atoms_first"]),
     "est_gumbel": ("critic path: soft Gumbel-Softmax (no straight-through)", ["model.estimator=gumbel"]),
     "est_softmax": ("critic path: plain softmax (no noise)", ["model.estimator=softmax"]),

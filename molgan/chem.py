@@ -297,10 +297,14 @@ def canonical_smiles(smiles: str | None) -> str | None:
 def is_valid_mol(mol: Chem.Mol | None) -> bool:
     """Strict validity of a molecule from :func:`sanitized_mol` (None: did not sanitize).
 
-    Strictly valid = sanitizes without repairs AND is one connected fragment. Fragments are
-    counted on the graph, not by a "." in the SMILES: ``C1.C1`` is one molecule (ethane).
+    Strictly valid = sanitizes without repairs, is one connected fragment AND has no radical.
+    Fragments are counted on the graph, not by a "." in the SMILES: ``C1.C1`` is one molecule
+    (ethane). Radicals sanitize but are not molecules a dataset holds (the encoder refuses them);
+    a graph makes one only from an atom with a fixed hydrogen count (an ``NH`` with one bond),
+    and a validity reward must not pay for it.
     """
-    return mol is not None and len(Chem.GetMolFrags(mol)) == 1
+    return (mol is not None and len(Chem.GetMolFrags(mol)) == 1
+            and not any(atom.GetNumRadicalElectrons() for atom in mol.GetAtoms()))
 
 
 def is_valid(smiles: str | None) -> bool:

@@ -501,6 +501,17 @@ def test_aromatic_graphs_decode_strictly(labels: list[str], bonds: dict[tuple[in
     assert decode_and_validate(a[None], b[None], aromatic_vocab)[1] == [expected is not None]
 
 
+def test_a_radical_decodes_but_is_not_valid(aromatic_vocab: Vocab) -> None:
+    # NH with one bond keeps its fixed hydrogen: RDKit sanitizes the radical C[NH], and strict
+    # validity, which the reward pays for, refuses it.
+    a, b = _graph(aromatic_vocab, ["C", "NH"], {(0, 1): 1})
+    smiles = decode(a, b, aromatic_vocab)
+    assert smiles is not None and is_valid_loose(smiles)
+    assert not is_valid(smiles) and not is_valid("[CH3]")
+    assert decode_and_validate(a[None], b[None], aromatic_vocab)[1] == [False]
+    assert is_valid("CN")
+
+
 @pytest.fixture(scope="module")
 def qm9_aromatic_smiles(qm9_smiles: list[str]) -> list[str]:
     """About 1,000 QM9 molecules with an aromatic ring (the file spells them kekulized)."""

@@ -42,6 +42,14 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
     "aromatic_cr03": ("aromatic bonds and the critic's score in the reward, w = 0.3", [
         "data.aromatic=true", "data.atoms=[C, N, O, F, NH]", "train.critic_reward_weight=0.3"]),
     "atoms_first": ("bonds computed from the sampled atom types", ["model.generator=atoms_first"]),
+    "memory_100k": ("uniqueness reward counts repeats among the last 100,000 valid samples",
+                    ["reward.memory_size=100000"]),
+    "memory_100k_cr03": ("uniqueness memory of 100,000 and the critic's score in the reward, w = 0.3",
+                         ["reward.memory_size=100000", "train.critic_reward_weight=0.3"]),
+    "memory_100k_aromatic": ("uniqueness memory of 100,000 and aromatic bonds", [
+        "reward.memory_size=100000", "data.aromatic=true", "data.atoms=[C, N, O, F, NH]"]),
+    "uniqueness_2": ("uniqueness reward weighs twice validity",
+                     ["reward.weights={validity: 1.0, uniqueness: 2.0}"]),
     "est_gumbel": ("critic path: soft Gumbel-Softmax (no straight-through)", ["model.estimator=gumbel"]),
     "est_softmax": ("critic path: plain softmax (no noise)", ["model.estimator=softmax"]),
     "est_st": ("critic path: plain straight-through (argmax forward, softmax backward)",

@@ -12,6 +12,10 @@ Components, each in [0, 1] for a strictly valid molecule (:func:`molgan.chem.is_
   and mapped linearly so that 2.0 -> 1 and 6.5 -> 0 (easier = higher). Again QM9's range: its
   1st and 99th SA percentiles are 2.06 and 6.43 (MolGAN mapped [1.5, 5.0], which scores a
   third of QM9 as 0).
+- ``filters``: 1 if the molecule passes the MOSES benchmark's filters
+  (:func:`molgan.moses_metrics.passes_filters`: no ring of 8 or more atoms, no MCF or PAINS
+  structural alert, no formal charge), else 0. The dataset was built from molecules that pass
+  them, so a sample that fails one is unlike every training molecule.
 - ``uniqueness``: 1 / (occurrences of the same SMILES in this batch plus in a rolling memory of
   the last ``memory_size`` valid SMILES this reward function scored).
 
@@ -34,6 +38,7 @@ from rdkit.Chem import QED, Crippen
 
 from molgan.chem import is_valid_mol, sanitized_mol
 from molgan.metrics import sa_score
+from molgan.moses_metrics import passes_filters
 
 __all__ = [
     "LOGP_RANGE",
@@ -46,8 +51,8 @@ __all__ = [
     "scores_cache_info",
 ]
 
-REWARD_COMPONENTS = ("validity", "qed", "logp", "sa", "uniqueness")
-SCORED_COMPONENTS = ("qed", "logp", "sa")
+REWARD_COMPONENTS = ("validity", "qed", "logp", "sa", "filters", "uniqueness")
+SCORED_COMPONENTS = ("qed", "logp", "sa", "filters")
 LOGP_RANGE = (-2.0, 3.0)
 SA_RANGE = (2.0, 6.5)
 # Entries are (component, SMILES) pairs: 2**17 holds every score of about 44,000 molecules.
@@ -83,13 +88,15 @@ def _component_score(component: str, smiles: str) -> float:
         return _scale(float(Crippen.MolLogP(mol)), *LOGP_RANGE)
     if component == "sa":
         return 1.0 - _scale(sa_score(mol), *SA_RANGE)
+    if component == "filters":
+        return float(passes_filters(mol))
     raise ValueError(f"not a scored component: {component!r}; known: {SCORED_COMPONENTS}")
 
 
 def normalized_scores(
     smiles: str, components: Sequence[str] = SCORED_COMPONENTS
 ) -> dict[str, float]:
-    """``{"qed", "logp", "sa"}`` (or the given subset) of one molecule, each in [0, 1].
+    """``{"qed", "logp", "sa", "filters"}`` (or the given subset) of one molecule, each in [0, 1].
 
     The maps are in the module docstring. Each score is cached per (component, SMILES) string
     (least recently used, ``SCORES_CACHE_SIZE`` entries), so a repeated molecule costs a

@@ -7,6 +7,7 @@ from rdkit.Chem import QED
 
 from molgan.chem import is_valid
 from molgan.metrics import properties
+from molgan.moses_metrics import passes_filters
 from molgan.rewards import (
     LOGP_RANGE,
     REWARD_COMPONENTS,
@@ -19,17 +20,34 @@ from molgan.rewards import (
 
 
 def test_components_and_ranges():
-    assert REWARD_COMPONENTS == ("validity", "qed", "logp", "sa", "uniqueness")
+    assert REWARD_COMPONENTS == ("validity", "qed", "logp", "sa", "filters", "uniqueness")
     assert LOGP_RANGE[0] < LOGP_RANGE[1] and SA_RANGE[0] < SA_RANGE[1]
 
 
 def test_normalized_scores_of_benzene_by_hand():
     got = normalized_scores("c1ccccc1")
-    assert set(got) == {"qed", "logp", "sa"}
+    assert set(got) == {"qed", "logp", "sa", "filters"}
     assert got["qed"] == pytest.approx(QED.qed(Chem.MolFromSmiles("c1ccccc1")))
     low, high = LOGP_RANGE
     assert got["logp"] == pytest.approx((1.6866 - low) / (high - low), abs=1e-5)
     assert got["sa"] == 1.0  # SA 1.0 is easier than the range's easy end
+    assert got["filters"] == 1.0
+
+
+def test_filters_component_is_the_moses_filter_verdict():
+    cases = {
+        "CC(=O)Oc1ccccc1C(=O)O": 1.0,  # aspirin
+        "c1ccc2[nH]ccc2c1": 1.0,  # indole
+        "C1CCCCCCCC1": 0.0,  # a 9-membered ring
+        "C1=CC=CC=CC=CC=CC=CC=C1": 0.0,  # [14]annulene, the macrocycle generators find
+        "C=CC=O": 0.0,  # acrolein, a Michael acceptor alert
+        "N=Nc1ccccc1": 0.0,  # a diazene alert
+    }
+    for smiles, expected in cases.items():
+        assert normalized_scores(smiles, components=("filters",)) == {"filters": expected}
+        assert passes_filters(Chem.MolFromSmiles(smiles)) is bool(expected)
+    out = RewardFunction({"validity": 1.0, "filters": 1.0})([*cases, "C.C"])
+    assert out.tolist() == pytest.approx([*((1.0 + v) / 2 for v in cases.values()), 0.0])
 
 
 def test_normalized_scores_follow_the_documented_maps():
@@ -65,7 +83,7 @@ def test_repeats_hit_the_cache_and_cached_values_are_safe_to_mutate():
     before = scores_cache_info()
     again = normalized_scores("CC(O)C(N)=O")
     after = scores_cache_info()
-    assert after.hits == before.hits + 3 and after.misses == before.misses  # one per component
+    assert after.hits == before.hits + 4 and after.misses == before.misses  # one per component
     assert 0.0 <= again["qed"] <= 1.0
     assert normalized_scores("CC(O)C(N)=O", components=("sa",)) == {"sa": again["sa"]}
     with pytest.raises(ValueError, match="not a scored component"):

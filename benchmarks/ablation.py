@@ -37,6 +37,13 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
                          ["train.critic_reward_weight=0.1"]),
     "critic_reward_03": ("critic's score of exact samples in the reward, w = 0.3",
                          ["train.critic_reward_weight=0.3"]),
+    "critic_penalty_03": ("only the critic's below-average scores in the reward, w = 0.3",
+                          ["train.critic_reward_weight=0.3", "train.critic_reward_mode=penalty"]),
+    "critic_penalty_05": ("only the critic's below-average scores in the reward, w = 0.5",
+                          ["train.critic_reward_weight=0.5", "train.critic_reward_mode=penalty"]),
+    "aromatic_penalty_03": ("aromatic bonds and the critic's below-average scores in the reward, w = 0.3", [
+        "data.aromatic=true", "data.atoms=[C, N, O, F, NH]", "train.critic_reward_weight=0.3",
+        "train.critic_reward_mode=penalty"]),
     "aromatic": ("aromatic bonds as a fifth bond type, NH atoms", [
         "data.aromatic=true", "data.atoms=[C, N, O, F, NH]"]),
     "aromatic_cr03": ("aromatic bonds and the critic's score in the reward, w = 0.3", [
@@ -72,7 +79,7 @@ for _name, _what in _ESTIMATORS.items():
 def run_variant(name: str, overrides: list[str], args: argparse.Namespace, seed: int) -> dict[str, object]:
     config = load_config(
         ROOT / "configs" / "qm9.yaml",
-        [*args.set, *(o.format(steps=args.steps) for o in overrides), f"train.steps={args.steps}",
+        [*args.set, *(o.replace("{steps}", str(args.steps)) for o in overrides), f"train.steps={args.steps}",
          f"train.seed={seed}", "train.max_minutes=null"],
     )
     run_dir = args.out / f"{name}-s{seed}"

@@ -27,6 +27,9 @@ Schedule = Literal["constant", "exponential", "linear", "cosine"]
 RLEstimator = Literal["reward_net", "reinforce"]
 """Names of the RL terms of ``molgan.training.rl``."""
 
+CriticRewardMode = Literal["standardised", "penalty"]
+"""How ``molgan.training.rl.critic_reward`` turns the critic's scores into a reward term."""
+
 EVAL_SEED_OFFSET = 1_000_003
 """Added to ``train.seed`` to seed the evaluation's own generator. Evaluation must not draw from
 the training generator (a run would then depend on how often it evaluates), and with the same
@@ -164,6 +167,12 @@ class TrainConfig(_Section):
     sample's reward becomes ``rdkit_reward + w * z``, ``z`` its critic score standardised over
     the valid samples of the whole batch; invalid samples keep reward 0 (0 = off). Needs
     ``rl_estimator: reinforce`` and ``model.pack: 1`` (the critic must score single graphs)."""
+    critic_reward_mode: CriticRewardMode = "standardised"
+    """How the critic's standardised score ``z`` enters the reward (``critic_reward_weight`` > 0):
+    ``standardised`` adds ``w * z``; ``penalty`` adds ``w * (min(z, 0) - c)``, only the
+    below-average part, with ``c`` its mean over the valid samples so that the term still sums
+    to 0. Under ``penalty`` the molecules the critic dislikes are pushed away while those it
+    likes all earn the same, so there is no favourite for the generator to collapse onto."""
     mode_seeking_weight: float = Field(0.0, ge=0.0)
     """Weight of a mode-seeking term (Mao et al. 2019) that rewards different noise vectors for
     giving different graph distributions, so that the noise, not only the sampling, carries variety."""

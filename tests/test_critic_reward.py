@@ -23,10 +23,17 @@ WEIGHT = 0.7
 SMALL_GRAPHS = ["data.max_atoms=4", "train.rl_estimator=reinforce", "train.rl_start_step=0"]
 
 
-def expected_term(scores: np.ndarray, valid: np.ndarray, weight: float) -> np.ndarray:
-    """The formula, in float64: ``weight * (s - mean) / std`` over the valid scores, 0 elsewhere."""
+def expected_term(
+    scores: np.ndarray, valid: np.ndarray, weight: float, mode: str = "standardised"
+) -> np.ndarray:
+    """The formula, in float64: ``weight * z`` with ``z = (s - mean) / std`` over the valid scores,
+    0 elsewhere; under ``penalty``, ``z`` becomes ``min(z, 0)`` less its mean over the valid ones."""
     mean, std = scores[valid].mean(), scores[valid].std()
-    return np.where(valid, weight * (scores - mean) / std, 0.0)
+    z = (scores - mean) / std
+    if mode == "penalty":
+        z = np.minimum(z, 0.0)
+        z = z - z[valid].mean()
+    return np.where(valid, weight * z, 0.0)
 
 
 def test_standardise_valid_is_the_formula_over_the_valid_entries() -> None:
@@ -60,10 +67,13 @@ def small_batch_trainer(debug_config: Callable[..., Config], tmp_path: Path, *ex
     return Trainer(config, tmp_path / "run", progress=False)
 
 
+@pytest.mark.parametrize("mode", ["standardised", "penalty"])
 def test_the_reward_of_each_sample_is_the_exact_reward_plus_the_standardised_critic(
-    debug_config: Callable[..., Config], tmp_path: Path
+    debug_config: Callable[..., Config], tmp_path: Path, mode: str
 ) -> None:
-    trainer = small_batch_trainer(debug_config, tmp_path, f"train.critic_reward_weight={WEIGHT}")
+    trainer = small_batch_trainer(
+        debug_config, tmp_path, f"train.critic_reward_weight={WEIGHT}", f"train.critic_reward_mode={mode}"
+    )
     z = trainer.generator.noise(32, trainer.rng).repeat_interleave(2, dim=0)
     logits = trainer.generator(z)
     relaxed = logits.relax("st_gumbel", 1.0, trainer.rng)
@@ -79,9 +89,14 @@ def test_the_reward_of_each_sample_is_the_exact_reward_plus_the_standardised_cri
         scores = trainer.discriminator(graphs.atoms, graphs.bonds)
     valid = np.array(rl.valid)
     assert 2 <= valid.sum() <= len(valid) - 2, "the batch must hold valid and invalid graphs"
-    expected = expected_term(scores.double().numpy(), valid, WEIGHT)
+    expected = expected_term(scores.double().numpy(), valid, WEIGHT, mode)
     assert rl.critic is not None
     np.testing.assert_allclose(rl.critic.numpy(), expected, rtol=1e-5, atol=1e-6)
+    if mode == "penalty":
+        # Every graph the critic scores above the valid mean earns the same; some earn less.
+        above = valid & (scores.numpy() > scores.numpy()[valid].mean())
+        assert above.any() and np.ptp(rl.critic.numpy()[above]) < 1e-6
+        assert rl.critic.numpy()[valid].min() < rl.critic.numpy()[above].min() - 1e-3
     # The exact reward is reported as it is; the policy gradient uses the sum.
     loss = reinforce_loss(
         logits, atoms, bonds, rl.reward + torch.from_numpy(expected).float(), temperature=1.0,

@@ -105,12 +105,14 @@ def batch_gradients(processes: Processes) -> dict[str, torch.Tensor]:
         grads |= {f"generator.k{k}.{name}": p.grad.clone() for name, p in generator.named_parameters()}
     # The leave-one-out baseline exchanges nothing: what is global here is the standardisation of
     # the critic's scores over the valid graphs of the whole batch.
-    generator.zero_grad(set_to_none=True)
-    term, _ = critic_reward(critic, Graphs.one_hot(mine(atoms), mine(bonds), A, E), mine(valid), 0.5,
-                            processes.total)
-    reinforce_loss(ddp_generator(mine(noise[2])), mine(atoms), mine(bonds), mine(reward) + term,
-                   temperature=1.3, samples_per_z=2).backward()
-    grads |= {f"generator.critic.{name}": p.grad.clone() for name, p in generator.named_parameters()}
+    for penalty_only in (False, True):
+        generator.zero_grad(set_to_none=True)
+        term, _ = critic_reward(critic, Graphs.one_hot(mine(atoms), mine(bonds), A, E), mine(valid), 0.5,
+                                processes.total, penalty_only=penalty_only)
+        reinforce_loss(ddp_generator(mine(noise[2])), mine(atoms), mine(bonds), mine(reward) + term,
+                       temperature=1.3, samples_per_z=2).backward()
+        grads |= {f"generator.critic.{penalty_only}.{name}": p.grad.clone()
+                  for name, p in generator.named_parameters()}
     F.mse_loss(ddp_reward(mine(real.atoms), mine(real.bonds)), mine(target)).backward()
     grads |= {f"reward.{name}": p.grad.clone() for name, p in reward_net.named_parameters()}
     return grads
@@ -180,7 +182,8 @@ def test_ddp_gradients_of_the_shares_are_one_process_gradients_of_the_whole_batc
     whole = batch_gradients(Processes(torch.device("cpu")))
     # Each process alone on its share gets other gradients: the comparison below can fail.
     alone = batch_gradients(_ShareOf(rank=0, world=WORLD))
-    for key in ("critic.out.weight", "generator.k1.atom_head.weight", "generator.critic.atom_head.weight"):
+    for key in ("critic.out.weight", "generator.k1.atom_head.weight",
+                "generator.critic.False.atom_head.weight", "generator.critic.True.atom_head.weight"):
         assert not torch.allclose(alone[key], whole[key]), key
     for rank, (grads, _) in enumerate(two_processes):
         assert sorted(grads.keys() - {k for k in grads if k.startswith("shared_reward")}) == sorted(whole)

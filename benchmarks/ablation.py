@@ -44,6 +44,12 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
     "aromatic_penalty_03": ("aromatic bonds and the critic's below-average scores in the reward, w = 0.3", [
         "data.aromatic=true", "data.atoms=[C, N, O, F, NH]", "train.critic_reward_weight=0.3",
         "train.critic_reward_mode=penalty"]),
+    "pack2": ("PacGAN: the critic scores packs of 2 graphs", ["model.pack=2"]),
+    "pack4": ("PacGAN: the critic scores packs of 4 graphs", ["model.pack=4"]),
+    "aromatic_pack2": ("aromatic bonds and a critic that scores packs of 2 graphs", [
+        "data.aromatic=true", "data.atoms=[C, N, O, F, NH]", "model.pack=2"]),
+    "rloo2": ("REINFORCE with 2 samples per noise vector, leave-one-out baseline",
+              ["train.rl_samples_per_z=2"]),
     "aromatic": ("aromatic bonds as a fifth bond type, NH atoms", [
         "data.aromatic=true", "data.atoms=[C, N, O, F, NH]"]),
     "aromatic_cr03": ("aromatic bonds and the critic's score in the reward, w = 0.3", [

@@ -22,6 +22,9 @@ from molgan.training.trainer import Trainer
 
 ROOT = Path(__file__).resolve().parents[1]
 
+# Aromatic bonds as a fifth bond type; NH is pyrrole-type nitrogen, which QM9's atoms need then.
+_AROMATIC = ["data.aromatic=true", "data.atoms=[C, N, O, F, NH]"]
+
 # name -> (what it changes, overrides on top of configs/qm9.yaml)
 VARIANTS: dict[str, tuple[str, list[str]]] = {
     "qm9": ("configs/qm9.yaml as shipped", []),
@@ -42,25 +45,23 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
     "critic_penalty_05": ("only the critic's below-average scores in the reward, w = 0.5",
                           ["train.critic_reward_weight=0.5", "train.critic_reward_mode=penalty"]),
     "aromatic_penalty_03": ("aromatic bonds and the critic's below-average scores in the reward, w = 0.3", [
-        "data.aromatic=true", "data.atoms=[C, N, O, F, NH]", "train.critic_reward_weight=0.3",
-        "train.critic_reward_mode=penalty"]),
+        *_AROMATIC, "train.critic_reward_weight=0.3", "train.critic_reward_mode=penalty"]),
     "pack2": ("PacGAN: the critic scores packs of 2 graphs", ["model.pack=2"]),
     "pack4": ("PacGAN: the critic scores packs of 4 graphs", ["model.pack=4"]),
-    "aromatic_pack2": ("aromatic bonds and a critic that scores packs of 2 graphs", [
-        "data.aromatic=true", "data.atoms=[C, N, O, F, NH]", "model.pack=2"]),
+    "aromatic_pack2": ("aromatic bonds and a critic that scores packs of 2 graphs",
+                       [*_AROMATIC, "model.pack=2"]),
     "rloo2": ("REINFORCE with 2 samples per noise vector, leave-one-out baseline",
               ["train.rl_samples_per_z=2"]),
-    "aromatic": ("aromatic bonds as a fifth bond type, NH atoms", [
-        "data.aromatic=true", "data.atoms=[C, N, O, F, NH]"]),
-    "aromatic_cr03": ("aromatic bonds and the critic's score in the reward, w = 0.3", [
-        "data.aromatic=true", "data.atoms=[C, N, O, F, NH]", "train.critic_reward_weight=0.3"]),
+    "aromatic": ("aromatic bonds as a fifth bond type, NH atoms", _AROMATIC),
+    "aromatic_cr03": ("aromatic bonds and the critic's score in the reward, w = 0.3",
+                      [*_AROMATIC, "train.critic_reward_weight=0.3"]),
     "atoms_first": ("bonds computed from the sampled atom types", ["model.generator=atoms_first"]),
     "memory_100k": ("uniqueness reward counts repeats among the last 100,000 valid samples",
                     ["reward.memory_size=100000"]),
     "memory_100k_cr03": ("uniqueness memory of 100,000 and the critic's score in the reward, w = 0.3",
                          ["reward.memory_size=100000", "train.critic_reward_weight=0.3"]),
-    "memory_100k_aromatic": ("uniqueness memory of 100,000 and aromatic bonds", [
-        "reward.memory_size=100000", "data.aromatic=true", "data.atoms=[C, N, O, F, NH]"]),
+    "memory_100k_aromatic": ("uniqueness memory of 100,000 and aromatic bonds",
+                             ["reward.memory_size=100000", *_AROMATIC]),
     "uniqueness_2": ("uniqueness reward weighs twice validity",
                      ["reward.weights={validity: 1.0, uniqueness: 2.0}"]),
     "est_gumbel": ("critic path: soft Gumbel-Softmax (no straight-through)", ["model.estimator=gumbel"]),

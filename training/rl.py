@@ -84,6 +84,18 @@ def _own_share(values: torch.Tensor) -> torch.Tensor:
     return values
 
 
+def _centre_valid(
+    values: torch.Tensor, valid: torch.Tensor, total: Callable[[torch.Tensor], torch.Tensor]
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(values - mean) * valid``, the mean of the valid entries over all processes, and their
+    count (at least 1: with no valid entry the mean is 0)."""
+    mask = valid.to(values.dtype)
+    count, summed = total(torch.stack([mask.sum(), (values * mask).sum()])).unbind()
+    count = count.clamp(min=1.0)
+    mean = summed / count
+    return (values - mean) * mask, mean, count
+
+
 def standardise_valid(
     values: torch.Tensor,
     valid: torch.Tensor,
@@ -98,11 +110,7 @@ def standardise_valid(
     entries, or valid entries that are all equal (spread under ``STD_FLOOR``), the result is 0
     everywhere: there is nothing to rank.
     """
-    mask = valid.to(values.dtype)
-    count, summed = total(torch.stack([mask.sum(), (values * mask).sum()])).unbind()
-    count = count.clamp(min=1.0)  # no valid entry: mean 0, spread 0, result 0
-    mean = summed / count
-    centered = (values - mean) * mask
+    centered, mean, count = _centre_valid(values, valid, total)
     std = (total(centered.pow(2).sum()) / count).sqrt()
     floor = STD_FLOOR * mean.abs().clamp(min=1.0)
     z = torch.where(std > floor, centered / torch.maximum(std, floor), torch.zeros_like(centered))
@@ -140,10 +148,7 @@ def critic_reward(
         scores = critic(graphs.atoms, graphs.bonds)
     z, valid_mean = standardise_valid(scores, valid, total)
     if penalty_only:
-        z = z.clamp(max=0.0)  # 0 at the invalid entries still
-        mask = valid.to(z.dtype)
-        count, summed = total(torch.stack([mask.sum(), z.sum()])).unbind()
-        z = (z - summed / count.clamp(min=1.0)) * mask
+        z, _, _ = _centre_valid(z.clamp(max=0.0), valid, total)
     return weight * z, valid_mean
 
 

@@ -89,7 +89,7 @@ def main() -> None:
     half = pool[1024 : 1024 + 512]
     rng = np.random.default_rng(1)
     batch_repeats = [half[i] for i in rng.permutation(np.arange(1024) % 512)]  # each twice
-    # The components of QM9 training, as the README reports them: the MOSES filters (about 4 ms
+    # The components of QM9 training, as docs/benchmarks.md reports them: the MOSES filters (about 4 ms
     # a new molecule, and they need the molsets wheel) are a MOSES-only option.
     all_weights = {c: 1.0 for c in REWARD_COMPONENTS if c != "filters"}
 

@@ -14,6 +14,18 @@ if TYPE_CHECKING:
 
 app = typer.Typer(no_args_is_help=True, help="MolGAN-style molecular graph generator.")
 
+
+
+def _exit_on_sigterm() -> None:
+    """SIGTERM ends the command as Ctrl-C does, through its clean-up (worker processes ended,
+    files closed), rather than at once, which would orphan the featurizing workers. Training
+    installs a handler of its own for its loop; the server leaves signals to uvicorn."""
+    import signal
+    import sys
+
+    signal.signal(signal.SIGTERM, lambda signum, _frame: sys.exit(128 + signum))
+
+
 # --------------------------------------------------------------------------- data
 
 data_app = typer.Typer(no_args_is_help=True, help="Datasets: build the QM9 file, featurize files.")
@@ -83,6 +95,7 @@ def data_prepare(
     from molgan.moses_files import MosesNotInstalled
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    _exit_on_sigterm()
     vocab = None
     if config is not None:
         given = [name for name, value in (("PATH", path), ("--max-atoms", max_atoms),
@@ -126,19 +139,6 @@ def _fail(message: str) -> typer.Exit:
     return typer.Exit(code=2)
 
 
-def _exec_torchrun(processes: int, args: list[str]) -> None:
-    """Replace this process with ``torchrun --standalone`` running ``molgan ARGS`` ``processes`` times."""
-    import os
-    import sys
-
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-               f"--nproc_per_node={processes}", "-m", "molgan", *args]
-    logging.getLogger("molgan").info("starting %d training processes: %s", processes, " ".join(command[1:]))
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os.execv(sys.executable, command)
-
-
 @app.command()
 def train(
     config: Annotated[Path | None, typer.Option("--config", "-c", help="YAML config (see configs/).")] = None,
@@ -166,78 +166,25 @@ def train(
     Under torchrun (torchrun --nproc_per_node=K -m molgan train ...) K processes share each
     batch; rank 0 writes the run directory.
     """
-    import os
-    import time
-    from contextlib import ExitStack
-
-    from molgan.checkpoint import CheckpointError
-    from molgan.config import ConfigError, load_config
-    from molgan.data import dataset_file
-    from molgan.device import DeviceError, check_device_name
-    from molgan.training.distributed import start
-    from molgan.training.report import write_report
-    from molgan.training.tensorboard import TensorBoardLog, require_tensorboard
-    from molgan.training.trainer import Trainer, load_resume
+    from molgan.errors import UsageError
+    from molgan.training.launch import train as launch
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    extra = list(overrides or [])
-    if max_minutes is not None:
-        extra.append(f"train.max_minutes={max_minutes}")
-    if device is not None:
-        try:
-            extra.append(f"train.device={check_device_name(device)}")
-        except DeviceError as exc:
-            raise _fail(f"--device {exc}") from None
-    device_source = "--device" if device is not None else "train.device"
+    _exit_on_sigterm()
     try:
-        if resume is not None:
-            if config is not None:
-                raise _fail("--resume uses the config saved in the run; do not pass --config")
-            cfg, checkpoint = load_resume(resume, extra)
-            target = resume
-        else:
-            cfg, checkpoint = load_config(config, extra), None
-            target = run_dir or Path("runs") / f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-        dataset_file(cfg.data.path)  # e.g. MOSES not installed: one line, before any process starts
-        if cfg.train.tensorboard:
-            require_tensorboard()  # before any process starts, not after the first step
-    except (ConfigError, CheckpointError, FileNotFoundError, ValueError) as exc:
+        summary = launch(config, overrides or [], run_dir=run_dir, resume=resume,
+                         max_minutes=max_minutes, device=device, progress=progress)
+    except UsageError as exc:
         raise _fail(str(exc)) from None
-    if cfg.train.processes > 1 and "WORLD_SIZE" not in os.environ:
-        # The same command, run by torchrun's processes in place of this one: torchrun then
-        # receives Ctrl-C and SIGTERM and hands them on. Every process gets the run directory
-        # chosen here, not a time stamp of its own.
-        where = ["--resume", str(resume)] if resume is not None else ["--run-dir", str(target)]
-        _exec_torchrun(cfg.train.processes, [
-            "train", *(["--config", str(config)] if config is not None else []), *where,
-            *(arg for override in extra for arg in ("--set", override)),
-            "--progress" if progress else "--no-progress",
-        ])
-    with ExitStack() as stack:
-        try:
-            processes = stack.enter_context(start(cfg.train.device))
-            if not processes.is_main:
-                logging.getLogger().setLevel(logging.WARNING)  # rank 0 speaks for the run
-            trainer = Trainer(cfg, target, progress=progress, processes=processes)
-            if checkpoint is not None:
-                trainer.restore(checkpoint)
-        except DeviceError as exc:
-            raise _fail(f"{device_source} {exc}") from None
-        except (ConfigError, CheckpointError, FileNotFoundError, ValueError) as exc:
-            raise _fail(str(exc)) from None
-        result = trainer.train()
-        if processes.is_main:
-            write_report(trainer.run_dir)
-            with TensorBoardLog(trainer.run_dir, enabled=trainer.config.train.tensorboard) as board:
-                board.picture("molecules", result["step"], trainer.run.molecules)
-            typer.echo(f"run: {trainer.run_dir} step {result['step']}" + (
-                f" (stopped by {result['stopped_by']})" if result["stopped_by"] else ""))
+    if summary is not None:
+        typer.echo(summary)
 
 
 # --------------------------------------------------------------------------- sample / evaluate
 
 CheckpointArg = Annotated[
-    Path | None, typer.Argument(help="Checkpoint file (default: the bundled QM9 checkpoint).")
+    str | None,
+    typer.Argument(help="Checkpoint file, or a bundled model's name (default: the bundled QM9 model)."),
 ]
 ModelOpt = Annotated[
     str | None,
@@ -270,25 +217,21 @@ DeviceOpt = Annotated[
 ]
 
 
-def _load_sampler(checkpoint: Path | None, model: str | None, device: str = "cpu") -> MoleculeSampler:
-    """The checkpoint file, or the bundled model named by ``--model`` (not both)."""
-    from molgan.checkpoint import CheckpointError, bundled_checkpoint_path
+def _load_sampler(checkpoint: str | None, model: str | None, device: str = "cpu") -> MoleculeSampler:
+    """The checkpoint (a file or a bundled model's name), or the bundled model named by
+    ``--model`` (not both)."""
+    from molgan.checkpoint import CheckpointError
     from molgan.device import DeviceError
     from molgan.sampling import MoleculeSampler
 
-    if model is not None:
-        if checkpoint is not None:
-            raise _fail(f"give a checkpoint file or --model, not both (got {checkpoint} and --model {model})")
-        try:
-            checkpoint = bundled_checkpoint_path(model)
-        except CheckpointError as exc:
-            raise _fail(f"--model: {exc}") from None
+    if model is not None and checkpoint is not None:
+        raise _fail(f"give a checkpoint or --model, not both (got {checkpoint} and --model {model})")
     try:
-        return MoleculeSampler.load(checkpoint, device=device)
+        return MoleculeSampler.load(checkpoint if model is None else model, device=device)
     except DeviceError as exc:
         raise _fail(f"--device {exc}") from None
     except CheckpointError as exc:
-        raise _fail(str(exc)) from None
+        raise _fail(f"--model: {exc}" if model is not None else str(exc)) from None
 
 
 def _sampling_settings(
@@ -300,7 +243,7 @@ def _sampling_settings(
     try:
         return sampler.settings(mode, temperature, min_p)
     except SamplingError as exc:
-        raise _fail(f"--{exc.field.replace('_', '-')} {exc.problem}") from None
+        raise _fail(exc.option) from None
 
 
 @app.command()
@@ -371,7 +314,7 @@ def evaluate(
     benchmark: Annotated[
         str | None,
         typer.Option(help="'moses': the MOSES benchmark's metrics instead (needs molsets and the "
-                     "'fcd' extra; see README)."),
+                     "'fcd' extra; see docs/design.md)."),
     ] = None,
     reference_limit: Annotated[
         int | None,
@@ -385,7 +328,7 @@ def evaluate(
     or, with --benchmark moses, the MOSES metrics."""
     import json
 
-    from molgan.evaluation import evaluate_sampler
+    from molgan.evaluation import DatasetUnavailable, evaluate_sampler
 
     if benchmark not in (None, "moses"):
         raise _fail(f"--benchmark must be 'moses', got {benchmark!r}")
@@ -402,13 +345,12 @@ def evaluate(
                 reference_limit=reference_limit)
         else:
             metrics = evaluate_sampler(sampler, n or 10_000, seed=seed, settings=settings, fcd=fcd)
-    except ImportError as exc:
+    except (ImportError, DatasetUnavailable) as exc:
         raise _fail(str(exc)) from None
     except (FileNotFoundError, ValueError) as exc:
         if benchmark == "moses":  # the MOSES files are missing: the message says how to install
             raise _fail(str(exc)) from None
-        # Novelty and FCD are measured against the dataset named in the checkpoint's config.
-        raise _fail(f"cannot load the checkpoint's dataset: {exc}") from None
+        raise
     if as_json:
         typer.echo(json.dumps(metrics, indent=2, sort_keys=True))
         return
@@ -452,74 +394,11 @@ def serve(
     checkpoint's own. Other settings come from MOLGAN_* environment variables (see
     api/settings.py), e.g. MOLGAN_MAX_MOLECULES, MOLGAN_WORKER_THREADS, MOLGAN_MAX_QUEUE.
     """
-    import copy
-    import os
+    from molgan.api.server import serve as launch
+    from molgan.errors import UsageError
 
-    import uvicorn
-    from pydantic import ValidationError
-
-    from molgan.api.catalog import CatalogError
-    from molgan.api.service import load_checkpoints
-    from molgan.api.settings import available_cpus, get_settings
-    from molgan.checkpoint import CheckpointError
-    from molgan.device import DeviceError, resolve_device
-    from molgan.sampling_settings import SamplingError
-
-    if checkpoint is not None:
-        # Through the environment, so that every worker process reads the same settings.
-        os.environ["MOLGAN_CHECKPOINT"] = str(checkpoint.resolve())
-    if device is not None:
-        try:
-            resolve_device(device)
-        except DeviceError as exc:
-            raise _fail(f"--device {exc}") from None
-        os.environ["MOLGAN_DEVICE"] = device
-    if workers > 1:
-        # Processes share the CPUs: unless told otherwise, each gets its share of sampling threads
-        # and torch runs single-threaded in them.
-        share = max(1, min(4, available_cpus() // workers))
-        os.environ.setdefault("MOLGAN_WORKER_THREADS", str(share))
-        os.environ.setdefault("MOLGAN_TORCH_THREADS", "1")
-    get_settings.cache_clear()
     try:
-        settings = get_settings()
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"MOLGAN_{str(error['loc'][0]).upper()}: {error['msg']}" for error in exc.errors()
-        )
-        raise _fail(f"invalid setting {problems}") from None
-    # A checkpoint that cannot be loaded, or default sampling that does not resolve over it, is
-    # one message and a non-zero exit here, rather than each worker process failing (and being
-    # restarted) at start-up.
-    try:
-        samplers = load_checkpoints(settings).samplers.values()
-    except DeviceError as exc:
-        raise _fail(f"MOLGAN_DEVICE {exc}") from None
-    except (CatalogError, CheckpointError) as exc:
+        launch(checkpoint, host=host, port=port, workers=workers, mode=mode, temperature=temperature,
+               min_p=min_p, device=device)
+    except UsageError as exc:
         raise _fail(str(exc)) from None
-    options = {"mode": mode, "temperature": temperature, "min_p": min_p}
-    if any(value is not None for value in options.values()):
-        for sampler in samplers:
-            _sampling_settings(sampler, mode, temperature, min_p)
-        # The options replace the environment's sampling defaults as a whole, and reach every
-        # worker process through it.
-        for name, value in options.items():
-            os.environ.pop(f"MOLGAN_{name.upper()}", None)
-            if value is not None:
-                os.environ[f"MOLGAN_{name.upper()}"] = str(value)
-        get_settings.cache_clear()
-    else:
-        try:
-            for sampler in samplers:
-                sampler.with_defaults(settings.mode, settings.temperature, settings.min_p)
-        except SamplingError as exc:
-            raise _fail(f"MOLGAN_{exc.field.upper()} {exc.problem}") from None
-    log_config = copy.deepcopy(uvicorn.config.LOGGING_CONFIG)
-    log_config["loggers"]["molgan"] = {"handlers": ["default"], "level": "INFO", "propagate": False}
-    uvicorn.run(
-        "molgan.api.app:create_app", factory=True, host=host, port=port, workers=workers,
-        log_config=log_config, timeout_graceful_shutdown=3,
-    )
-
-
-# --------------------------------------------------------------------------- end serve

@@ -10,6 +10,8 @@ pulling in RDKit or the models. What a section describes is built elsewhere (the
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -92,10 +94,16 @@ class ModelConfig(_Section):
     """PacGAN packing: the critic scores ``pack`` graphs at once (1 = off)."""
 
 
+Temperature = Annotated[float, AfterValidator(check_temperature)]
+"""A finite temperature > 0, by the one rule of ``molgan.sampling_settings``."""
+
+
 class TemperatureConfig(_Section):
+    """The straight-through Gumbel-Softmax temperature of the critic's path during training."""
+
     schedule: Schedule = "exponential"
-    tau_start: float = Field(1.0, gt=0.0)
-    tau_min: float = Field(0.2, gt=0.0)
+    tau_start: Temperature = 1.0
+    tau_min: Temperature = 0.2
     anneal_steps: int = Field(20_000, ge=0)
     """Generator steps over which ``tau_start`` decays to ``tau_min``."""
 
@@ -119,8 +127,9 @@ class SamplingConfig(_Section):
 
     mode: SamplingMode = "argmax"
     """Test-time sampling: argmax of the logits, or Gumbel-Max at ``temperature``."""
-    temperature: Annotated[float, AfterValidator(check_temperature)] = 1.0
-    """Gumbel-Max temperature; kept with mode argmax for the calls that ask for gumbel."""
+    temperature: Temperature = 1.0
+    """Gumbel-Max temperature; kept with mode argmax for the calls that ask for gumbel. A
+    serving default: REINFORCE samples at ``train.rl_temperature``."""
     min_p: Annotated[float, AfterValidator(check_min_p)] = 0.0
     """Gumbel-Max skips classes less likely than ``min_p`` times a choice's most likely class
     (0 = plain Gumbel-Max). A test-time setting: REINFORCE samples without it."""
@@ -159,7 +168,13 @@ class TrainConfig(_Section):
     reward as baseline (or leave-one-out, see ``rl_samples_per_z``)."""
     rl_samples_per_z: int = Field(1, ge=1)
     """REINFORCE: Gumbel-Max samples drawn per noise vector; with more than one, each sample's
-    baseline is the mean reward of its siblings (leave-one-out). Must divide ``batch_size``."""
+    baseline is the mean reward of its siblings (leave-one-out). Each process's share of
+    ``batch_size`` must hold whole groups (see ``Config.batch_share``)."""
+    rl_temperature: Temperature = 1.0
+    """REINFORCE: temperature of the Gumbel-Max samples the exact reward scores (no min-p: a
+    truncated policy never draws a class again once it falls below the cut, so it could not
+    learn that the class was good). Runs saved before this key sampled at
+    ``sampling.temperature``, which ``molgan.training`` keeps for them on resume."""
     entropy_weight: float = Field(0.0, ge=0.0)
     """Bonus on the per-choice entropy of the generator's categoricals (REINFORCE only)."""
     critic_reward_weight: float = Field(0.0, ge=0.0)
@@ -205,17 +220,26 @@ class Config(_Section):
     @model_validator(mode="after")
     def _batches_split(self) -> Config:
         # Otherwise the critic fails at the first step, after the data has been loaded.
-        if self.train.batch_size % self.model.pack:
-            raise ValueError(
-                f"train.batch_size ({self.train.batch_size}) must be a multiple of "
-                f"model.pack ({self.model.pack})"
-            )
-        if self.train.batch_size % self.train.rl_samples_per_z:
-            raise ValueError(
-                f"train.batch_size ({self.train.batch_size}) must be a multiple of "
-                f"train.rl_samples_per_z ({self.train.rl_samples_per_z})"
-            )
+        self.batch_share(1)
         return self
+
+    def batch_share(self, processes: int) -> int:
+        """Graphs each of ``processes`` training processes generates per step: ``train.batch_size``
+        split evenly, in whole REINFORCE groups (``train.rl_samples_per_z``, with the
+        ``reinforce`` estimator: no other draws several samples per noise vector) and PacGAN
+        packs (``model.pack``), at least 2 (the mode-seeking term pairs halves). ValueError
+        naming the settings otherwise: the one rule of how a batch splits."""
+        train = self.train
+        k = train.rl_samples_per_z if train.rl_estimator == "reinforce" else 1
+        unit = math.lcm(k, self.model.pack)
+        share = train.batch_size // processes
+        if train.batch_size % processes or share % unit or share < 2:
+            over = f"over {processes} processes into equal shares" if processes > 1 else "into a share"
+            raise ValueError(
+                f"train.batch_size ({train.batch_size}) must split {over} of at least 2 graphs that "
+                f"are multiples of train.rl_samples_per_z ({k}) and model.pack ({self.model.pack})"
+            )
+        return share
 
     @model_validator(mode="after")
     def _critic_reward_scores_single_graphs(self) -> Config:
@@ -288,18 +312,42 @@ def config_from_dict(data: dict[str, Any], overrides: list[str] | None = None) -
         raise ConfigError(f"invalid config: {problems}") from None
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
-    """Read a YAML config (``None``: all defaults) and apply ``key=value`` overrides."""
-    data: dict[str, Any] = {}
-    if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"config file not found: {path}")
-        try:
-            loaded = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path} is not valid YAML: {exc}") from None
-        if loaded is not None and not isinstance(loaded, dict):
-            raise ConfigError(f"{path}: a config must be a mapping of sections")
-        data = loaded or {}
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """The mapping of sections a YAML config file holds (empty for an empty file)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        loaded = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML: {exc}") from None
+    if loaded is not None and not isinstance(loaded, dict):
+        raise ConfigError(f"{path}: a config must be a mapping of sections")
+    return loaded or {}
+
+
+def overlay(base: dict[str, Any], layer: dict[str, Any]) -> dict[str, Any]:
+    """``layer``, a partial config, laid over ``base``: every field it names replaces the base's
+    (a mapping such as ``reward.weights`` too), the others stay."""
+    out = dict(base)
+    for section, fields in layer.items():
+        if isinstance(fields, dict) and isinstance(out.get(section), dict):
+            out[section] = out[section] | fields
+        else:
+            out[section] = fields
+    return out
+
+
+def load_config(
+    path: str | Path | None = None,
+    overrides: list[str] | None = None,
+    *,
+    overlays: Sequence[str | Path] = (),
+) -> Config:
+    """Read a YAML config (``None``: all defaults), lay the partial configs ``overlays`` over it
+    in order (see ``overlay``; the ablation's variants are such files) and apply ``key=value``
+    overrides."""
+    data = read_config_file(path) if path is not None else {}
+    for layer in overlays:
+        data = overlay(data, read_config_file(layer))
     return config_from_dict(data, overrides)

@@ -13,6 +13,7 @@ order). For MOSES (N = 27) that is 351 bytes of bonds per molecule instead of 72
 from __future__ import annotations
 
 import csv
+import functools
 import gzip
 import hashlib
 import io
@@ -21,7 +22,6 @@ import logging
 import os
 from collections import Counter
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
 from itertools import islice
 from multiprocessing import get_all_start_methods, get_context
@@ -339,11 +339,13 @@ def _featurize(smiles: list[str], max_atoms: int, vocab: Vocab | None, aromatic:
         bar = tqdm(total=len(smiles), unit="mol", desc="featurize")
     results: list[_Chunk] = []
     if workers > 1 and len(smiles) >= _PARALLEL_MIN:
-        with ProcessPoolExecutor(workers, mp_context=_pool_context()) as pool:
-            futures = [pool.submit(_featurize_chunk, c, max_atoms, fixed, aromatic)
-                       for c in chunks_in]
-            for fut, c in zip(futures, chunks_in, strict=True):
-                results.append(fut.result())
+        # A Pool, not a ProcessPoolExecutor: leaving its block terminates the workers, so that an
+        # interrupted run (Ctrl-C, or SIGTERM as the command line handles it) leaves none behind.
+        featurize_chunk = functools.partial(_featurize_chunk, max_atoms=max_atoms, fixed_labels=fixed,
+                                            aromatic=aromatic)
+        with _pool_context().Pool(workers) as pool:
+            for result, c in zip(pool.imap(featurize_chunk, chunks_in), chunks_in, strict=True):
+                results.append(result)
                 if bar is not None:
                     bar.update(len(c))
     else:

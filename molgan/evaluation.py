@@ -1,4 +1,4 @@
-"""Evaluate a generator the way the README reports it: sample, decode, score against its data."""
+"""Evaluate a generator as `molgan evaluate` reports it: sample, decode, score against its data."""
 
 from __future__ import annotations
 
@@ -10,6 +10,10 @@ from molgan.data import dataset_from_config
 from molgan.metrics import evaluate_smiles
 from molgan.sampling import MoleculeSampler
 from molgan.sampling_settings import SamplingSettings
+
+
+class DatasetUnavailable(ValueError):
+    """The dataset a checkpoint's config names cannot be rebuilt (for novelty and FCD)."""
 
 
 def dataset_splits(data: DataConfig) -> tuple[list[str], list[str], list[str]]:
@@ -45,7 +49,10 @@ def evaluate_sampler(
     against its test split, both rebuilt from the config stored in the checkpoint.
     """
     used = settings if settings is not None else sampler.settings()
-    train_smiles, reference = dataset_references(sampler.config.data)
+    try:
+        train_smiles, reference = dataset_references(sampler.config.data)
+    except (FileNotFoundError, ValueError) as exc:
+        raise DatasetUnavailable(f"cannot load the checkpoint's dataset: {exc}") from exc
 
     started = time.perf_counter()
     samples = sampler.sample(n, seed=seed, settings=used)

@@ -55,6 +55,7 @@ from safetensors.numpy import load_file, save_file
 
 from molgan.chem import is_valid, to_mol
 from molgan.files import atomic_write
+from molgan.filters import passes_filters
 from molgan.metrics import chemnet_statistics, frechet_distance
 from molgan.moses_files import moses_file
 
@@ -72,7 +73,6 @@ __all__ = [
     "load_reference",
     "moses_metrics",
     "nearest_neighbour_similarity",
-    "passes_filters",
 ]
 
 logger = logging.getLogger(__name__)
@@ -82,8 +82,6 @@ UNIQUE_AT = (1_000, 10_000)
 FINGERPRINT_RADIUS = 2
 FINGERPRINT_BITS = 1024
 MIN_SCAFFOLD_RINGS = 2
-FILTER_ATOMS = frozenset({"C", "N", "S", "O", "F", "Cl", "Br", "H"})
-MAX_RING_SIZE = 7  # a ring of 8 or more atoms fails the filters
 # Reference set -> (SMILES file, ChemNet statistics file, suffix of its metric names).
 REFERENCE_SETS: dict[str, tuple[str, str, str]] = {
     "test": ("test", "test_stats", "Test"),
@@ -134,40 +132,6 @@ def scaffold(mol: Chem.Mol) -> str | None:
     if not smiles or core.GetRingInfo().NumRings() < MIN_SCAFFOLD_RINGS:
         return None
     return smiles
-
-
-def _read_alerts(path: Path, header: bool) -> list[Chem.Mol]:
-    # mcf.csv has a "names,smarts" header; wehi_pains.csv has none and puts the SMARTS first.
-    with path.open(newline="") as f:
-        rows = list(csv.reader(f))
-    patterns = [row[1] for row in rows[1:]] if header else [row[0] for row in rows]
-    alerts = [Chem.MolFromSmarts(p.strip()) for p in patterns]
-    if any(a is None for a in alerts):
-        raise ValueError(f"{path.name}: a structural alert does not parse as SMARTS")
-    return alerts
-
-
-@functools.cache
-def _alerts() -> list[Chem.Mol]:
-    return _read_alerts(moses_file("mcf"), header=True) + _read_alerts(moses_file("pains"),
-                                                                       header=False)
-
-
-def passes_filters(mol: Chem.Mol) -> bool:
-    """MOSES's Filters for one molecule: no ring of 8+ atoms, no formal charge, only C, N, S, O,
-    F, Cl, Br, H, no MCF or PAINS alert (matched with explicit hydrogens), and its SMILES reads
-    back."""
-    if any(len(ring) > MAX_RING_SIZE for ring in mol.GetRingInfo().AtomRings()):
-        return False
-    atoms = list(mol.GetAtoms())
-    if any(a.GetFormalCharge() != 0 or a.GetSymbol() not in FILTER_ATOMS for a in atoms):
-        return False
-    with_h = Chem.AddHs(mol)
-    if any(with_h.HasSubstructMatch(alert) for alert in _alerts()):
-        return False
-    smiles = Chem.MolToSmiles(mol, isomericSmiles=False)
-    with rdBase.BlockLogs():
-        return bool(smiles) and Chem.MolFromSmiles(smiles) is not None
 
 
 # --------------------------------------------------------------------------- Tanimoto

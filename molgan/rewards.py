@@ -13,7 +13,7 @@ Components, each in [0, 1] for a strictly valid molecule (:func:`molgan.chem.is_
   1st and 99th SA percentiles are 2.06 and 6.43 (MolGAN mapped [1.5, 5.0], which scores a
   third of QM9 as 0).
 - ``filters``: 1 if the molecule passes the MOSES benchmark's filters
-  (:func:`molgan.moses_metrics.passes_filters`: no ring of 8 or more atoms, no MCF or PAINS
+  (:func:`molgan.filters.passes_filters`: no ring of 8 or more atoms, no MCF or PAINS
   structural alert, no formal charge), else 0. The dataset was built from molecules that pass
   them, so a sample that fails one is unlike every training molecule.
 - ``uniqueness``: 1 / (occurrences of the same SMILES in this batch plus in a rolling memory of
@@ -37,8 +37,8 @@ from rdkit import Chem
 from rdkit.Chem import QED, Crippen
 
 from molgan.chem import is_valid_mol, sanitized_mol
+from molgan.filters import passes_filters
 from molgan.metrics import sa_score
-from molgan.moses_metrics import passes_filters
 
 __all__ = [
     "LOGP_RANGE",

@@ -13,13 +13,22 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal, get_args
-
-if TYPE_CHECKING:
-    from molgan.config import SamplingConfig
+from typing import Literal, Protocol, get_args
 
 SamplingMode = Literal["argmax", "gumbel"]
 SAMPLING_MODES: tuple[str, ...] = get_args(SamplingMode)
+
+
+class SamplingDefaults(Protocol):
+    """Default settings to resolve a call's over: a checkpoint's ``sampling`` config section
+    (``molgan.config.SamplingConfig``) or the server's settings."""
+
+    @property
+    def mode(self) -> str: ...
+    @property
+    def temperature(self) -> float: ...
+    @property
+    def min_p(self) -> float: ...
 
 
 class SamplingError(ValueError):
@@ -34,6 +43,11 @@ class SamplingError(ValueError):
         super().__init__(f"{field} {problem}")
         self.field = field
         self.problem = problem
+
+    @property
+    def option(self) -> str:
+        """The message as a command line names the setting: ``--min-p must be in [0, 1), ...``."""
+        return f"--{self.field.replace('_', '-')} {self.problem}"
 
 
 def check_mode(mode: str) -> SamplingMode:
@@ -85,7 +99,7 @@ class SamplingSettings:
     @classmethod
     def resolve(
         cls,
-        defaults: SamplingConfig,
+        defaults: SamplingDefaults,
         mode: str | None = None,
         temperature: float | None = None,
         min_p: float | None = None,

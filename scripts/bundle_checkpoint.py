@@ -1,7 +1,8 @@
 """Turn a run's best checkpoint into the checkpoint bundled with the package.
 
-    python scripts/bundle_checkpoint.py runs/qm9/best.safetensors [--samples 10000] \
-        [--temperature T] [--min-p P]
+    python scripts/bundle_checkpoint.py runs/qm9/best.safetensors --out qm9-new.safetensors \
+        [--samples 10000] [--temperature T] [--min-p P]
+    python scripts/bundle_checkpoint.py runs/qm9/best.safetensors --force   # replace the bundled one
 
 Keeps only the generator (what sampling needs), sets the default sampling temperature and min-p if given,
 evaluates it with ``molgan.evaluation.evaluate_sampler`` (seed 0, FCD included) and stores that
@@ -29,8 +30,13 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=10_000)
     parser.add_argument("--temperature", type=float, default=None)
     parser.add_argument("--min-p", type=float, default=None)
-    parser.add_argument("--out", type=Path, default=ASSETS / BUNDLED_NAME)
+    parser.add_argument("--out", type=Path, default=None, help="Where to write the checkpoint.")
+    parser.add_argument("--force", action="store_true",
+                        help=f"Without --out: replace the bundled molgan/assets/{BUNDLED_NAME}.")
     args = parser.parse_args()
+    if args.out is None and not args.force:
+        parser.error(f"give --out PATH, or --force to replace the bundled molgan/assets/{BUNDLED_NAME}")
+    out: Path = args.out or ASSETS / BUNDLED_NAME
 
     ckpt = load_checkpoint(args.checkpoint)
     meta = {k: v for k, v in ckpt.meta.items() if k in ("config", "vocab", "step", "metrics")}
@@ -45,8 +51,8 @@ def main() -> None:
 
     writer = CheckpointWriter(meta | {"evaluation": evaluation})
     writer.tensors.update(generator_tensors)
-    writer.write(args.out)
-    report = args.out.with_suffix(".eval.json")
+    writer.write(out)
+    report = out.with_suffix(".eval.json")
     report.write_text(json.dumps(evaluation, indent=2, sort_keys=True) + "\n")
     print(json.dumps(evaluation, indent=2, sort_keys=True))
 

@@ -68,7 +68,7 @@ def test_a_file_and_a_model_together_are_a_usage_error(command: str, toy_checkpo
     code, out, err = invoke(command, toy_checkpoint, "--model", "qm9", "-n", "20")
     assert code == 2
     assert err == (
-        f"error: give a checkpoint file or --model, not both (got {toy_checkpoint} and --model qm9)\n"
+        f"error: give a checkpoint or --model, not both (got {toy_checkpoint} and --model qm9)\n"
     )
     assert out == ""
 

@@ -139,7 +139,7 @@ def mode(path: Path) -> int:
 
 
 def test_checkpoints_are_readable_by_others(tmp_path: Path, set_umask: Callable[[int], int]) -> None:
-    # The README's promise: 0644 under the usual umask 022, so another user (a container) can
+    # As docs/training.md promises: 0644 under the usual umask 022, so another user (a container) can
     # read them. safetensors replaces the file it is given with a private one of its own.
     set_umask(0o022)
     path = tmp_path / "c.safetensors"

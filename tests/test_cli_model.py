@@ -102,7 +102,7 @@ def test_train_resume_continues(trained: Path, tmp_path: Path) -> None:
         (["--set", "train.batch_size=lots"], "train.batch_size"),
         (["--set", "train.steps"], "section.key=value"),
         (["--set", "model.gcn_dims=[3,"], "not valid YAML"),
-        (["--set", "model.pack=5"], "multiple of model.pack"),
+        (["--set", "model.pack=5"], "model.pack (5)"),
         (["--set", "reward.weights={charm: 1}"], "charm"),
         (["-c", "no/such/config.yaml"], "config file not found"),
     ],

@@ -78,7 +78,7 @@ def test_the_reward_of_each_sample_is_the_exact_reward_plus_the_standardised_cri
     logits = trainer.generator(z)
     relaxed = logits.relax("st_gumbel", 1.0, trainer.rng)
     state = trainer.rng.get_state()
-    rl = reinforce(trainer, logits, relaxed, with_loss=True)
+    rl = reinforce(trainer.rl_context, logits, relaxed, with_loss=True)
 
     # The same exact samples, drawn again from the same random state, scored by the critic here.
     trainer.rng.set_state(state)
@@ -120,7 +120,7 @@ def test_weight_zero_is_plain_reinforce_without_calling_the_critic(
     trainer.discriminator.register_forward_hook(lambda *_: calls.append(1))
     logits = trainer.generator(trainer.generator.noise(32, trainer.rng).repeat_interleave(2, dim=0))
     state = trainer.rng.get_state()
-    rl = reinforce(trainer, logits, logits.relax("st_gumbel", 1.0), with_loss=True)
+    rl = reinforce(trainer.rl_context, logits, logits.relax("st_gumbel", 1.0), with_loss=True)
     trainer.rng.set_state(state)
     atoms, bonds = logits.sample(SamplingSettings("gumbel", 1.0, 0.0), trainer.rng)
     plain = reinforce_loss(logits, atoms, bonds, rl.reward, temperature=1.0, samples_per_z=2)

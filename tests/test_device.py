@@ -23,7 +23,7 @@ from molgan.device import DeviceError, check_device_name, graphs_to_host, resolv
 from molgan.sampling import MoleculeSampler, generator_from_checkpoint
 from molgan.training.distributed import rank_seed
 from molgan.training.run_dir import LAST
-from molgan.training.trainer import Trainer, local_batch_size, resume_trainer
+from molgan.training.trainer import Trainer, resume_trainer
 from tests.conftest import DEBUG_CONFIG
 from tests.test_training import training_records
 
@@ -77,13 +77,24 @@ def test_an_unavailable_train_device_is_a_config_error(
 
 
 def test_the_batch_must_split_over_the_processes(debug_config: Callable[..., Config]) -> None:
-    assert local_batch_size(debug_config(), 1) == 12
-    assert local_batch_size(debug_config(), 4) == 3
+    assert debug_config().batch_share(1) == 12
+    assert debug_config().batch_share(4) == 3
     grouped = debug_config("train.rl_estimator=reinforce", "train.rl_samples_per_z=2")
-    assert local_batch_size(grouped, 2) == 6
+    assert grouped.batch_share(2) == 6
     for config, world in ((debug_config(), 5), (debug_config(), 12), (grouped, 4)):
-        with pytest.raises(ConfigError, match=rf"train.batch_size \(12\) must split over {world} processes"):
-            local_batch_size(config, world)
+        with pytest.raises(ValueError, match=rf"train.batch_size \(12\) must split over {world} processes"):
+            config.batch_share(world)
+
+
+def test_one_rule_says_when_rl_samples_per_z_must_divide_the_batch(
+    debug_config: Callable[..., Config],
+) -> None:
+    # Only REINFORCE draws several samples per noise vector: with the reward network the setting
+    # is unused, and the config and the trainer agree that it does not constrain the batch.
+    unused = debug_config("train.rl_estimator=reward_net", "train.rl_samples_per_z=5")
+    assert unused.batch_share(2) == 6
+    with pytest.raises(ConfigError, match=r"train.rl_samples_per_z \(5\)"):
+        debug_config("train.rl_estimator=reinforce", "train.rl_samples_per_z=5")
 
 
 # -------------------------------------------------------------------------------- command line

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 from rdkit import Chem
 
+from molgan.filters import passes_filters
 from molgan.moses_files import moses_file
 from molgan.moses_metrics import (
     _chemnet_statistics_file,
@@ -24,7 +25,6 @@ from molgan.moses_metrics import (
     load_reference,
     moses_metrics,
     nearest_neighbour_similarity,
-    passes_filters,
     scaffold,
 )
 

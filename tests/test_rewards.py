@@ -6,8 +6,8 @@ from rdkit import Chem
 from rdkit.Chem import QED
 
 from molgan.chem import is_valid
+from molgan.filters import passes_filters
 from molgan.metrics import properties
-from molgan.moses_metrics import passes_filters
 from molgan.rewards import (
     LOGP_RANGE,
     REWARD_COMPONENTS,

@@ -1,5 +1,5 @@
 """molgan.substructures on molecules whose counts can be checked by hand, and
-benchmarks/substructures.py on a real checkpoint and real files."""
+experiments/substructures.py on a real checkpoint and real files."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from molgan.substructures import (
     ring_systems,
 )
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "substructures.py"
+SCRIPT = Path(__file__).resolve().parents[1] / "experiments" / "substructures.py"
 
 
 def bond_labels(smiles: str) -> list[str]:

@@ -2,7 +2,8 @@
 
 Each estimator scores the generator's graphs with the exact RDKit reward and returns the term to
 minimise (``None`` while the RL term is off, when only the reward is needed for logging) with
-the rewards and SMILES of the graphs it scored. REINFORCE can add the critic's standardised score
+the rewards and SMILES of the graphs it scored; what it reads of the run comes in an ``RLContext``.
+REINFORCE can add the critic's standardised score
 of the exact samples to the reward of the valid ones (``train.critic_reward_weight``,
 ``critic_reward``), so that the graphs people sample, not only the relaxed graphs the critic
 trains on, are pushed towards the data. A new estimator is a new function, added to
@@ -13,16 +14,33 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
+from molgan.config import TrainConfig
 from molgan.models import GraphLogits, Graphs
 from molgan.sampling_settings import SamplingSettings
+from molgan.training.distributed import Processes
 
-if TYPE_CHECKING:  # the trainer imports this module
-    from molgan.training.trainer import Trainer
+Scorer = Callable[[torch.Tensor, torch.Tensor], tuple[list[str | None], list[bool], torch.Tensor]]
+"""Integer graphs, atoms (B, N) and bonds (B, N, N) -> their SMILES, strict validity and exact
+reward (B,) (``Trainer.score``)."""
+
+
+@dataclass(frozen=True)
+class RLContext:
+    """What the RL estimators read of a run: set up once by the trainer."""
+
+    train: TrainConfig
+    rng: torch.Generator
+    """The training generator: the exact samples draw from it."""
+    score: Scorer
+    critic: nn.Module
+    """The critic itself, not its DDP wrapper: its score in the reward must not train it."""
+    reward_net: nn.Module | None
+    """The reward network itself (``reward_net`` estimator), not its DDP wrapper."""
+    processes: Processes
 
 
 @dataclass
@@ -44,15 +62,15 @@ class RLTerm:
     """Statistics of the term for the training log."""
 
 
-def reinforce(trainer: Trainer, logits: GraphLogits, relaxed: Graphs, with_loss: bool) -> RLTerm:
+def reinforce(run: RLContext, logits: GraphLogits, relaxed: Graphs, with_loss: bool) -> RLTerm:
     """REINFORCE on the exact reward of Gumbel-Max samples of ``logits`` (see ``reinforce_loss``)."""
-    cfg = trainer.config.train
-    # Exact samples at the test-time temperature but without min-p truncation: a truncated
-    # policy never draws a class again once it falls below the cut, so it cannot learn
-    # that the class was good (uniqueness 43% against 64% at step 1000 in a QM9 run).
-    tau = trainer.config.sampling.temperature
-    atoms, bonds = logits.sample(SamplingSettings("gumbel", tau, 0.0), trainer.rng)
-    smiles, valid, reward = trainer.score(atoms, bonds)
+    cfg = run.train
+    # Without min-p truncation: a truncated policy never draws a class again once it falls
+    # below the cut, so it cannot learn that the class was good (uniqueness 43% against 64% at
+    # step 1000 in a QM9 run).
+    tau = cfg.rl_temperature
+    atoms, bonds = logits.sample(SamplingSettings("gumbel", tau, 0.0), run.rng)
+    smiles, valid, reward = run.score(atoms, bonds)
     if not with_loss:
         return RLTerm(None, reward, smiles, valid)
     critic: torch.Tensor | None = None
@@ -60,16 +78,15 @@ def reinforce(trainer: Trainer, logits: GraphLogits, relaxed: Graphs, with_loss:
     if cfg.critic_reward_weight > 0:
         graphs = Graphs.one_hot(atoms, bonds, logits.atoms.shape[-1], logits.pairs.shape[-1])
         is_valid = torch.tensor(valid, dtype=torch.bool, device=reward.device)
-        # The critic itself, not its DDP wrapper: this reward must not train it.
         critic, valid_mean = critic_reward(
-            trainer.discriminator, graphs, is_valid, cfg.critic_reward_weight, trainer.processes.total,
+            run.critic, graphs, is_valid, cfg.critic_reward_weight, run.processes.total,
             penalty_only=cfg.critic_reward_mode == "penalty",
         )
         stats = {"critic_reward": critic.mean().item(), "critic_score": valid_mean.item()}
     loss = reinforce_loss(
         logits, atoms, bonds, reward if critic is None else reward + critic, temperature=tau,
         samples_per_z=cfg.rl_samples_per_z, entropy_weight=cfg.entropy_weight,
-        batch_mean=trainer.processes.mean,
+        batch_mean=run.processes.mean,
     )
     return RLTerm(loss, reward, smiles, valid, critic, stats)
 
@@ -186,21 +203,21 @@ def reinforce_loss(
     return loss
 
 
-def reward_network(trainer: Trainer, logits: GraphLogits, relaxed: Graphs, with_loss: bool) -> RLTerm:
+def reward_network(run: RLContext, logits: GraphLogits, relaxed: Graphs, with_loss: bool) -> RLTerm:
     """The paper's term: minus the reward network's prediction on the ST-relaxed graphs, which
     the gradient flows through. The exact reward is of the graphs those relax (their argmax);
     the loop fits the reward network to it."""
-    smiles, valid, reward = trainer.score(*relaxed.indices())
+    smiles, valid, reward = run.score(*relaxed.indices())
     if not with_loss:
         return RLTerm(None, reward, smiles, valid)
-    assert trainer.reward_net is not None, "the trainer builds a reward network for this estimator"
+    assert run.reward_net is not None, "the trainer builds a reward network for this estimator"
     # The module itself, not its DDP wrapper: this gradient trains the generator alone (the
     # reward network's own update, with gradients averaged over processes, is the loop's).
-    loss = -trainer.reward_net(relaxed.atoms, relaxed.bonds).mean()
+    loss = -run.reward_net(relaxed.atoms, relaxed.bonds).mean()
     return RLTerm(loss, reward, smiles, valid)
 
 
-RLEstimatorFn = Callable[["Trainer", GraphLogits, Graphs, bool], RLTerm]
+RLEstimatorFn = Callable[[RLContext, GraphLogits, Graphs, bool], RLTerm]
 
 RL_ESTIMATORS: dict[str, RLEstimatorFn] = {
     "reinforce": reinforce,

@@ -49,7 +49,7 @@ from molgan.rewards import RewardFunction
 from molgan.sampling_settings import SamplingSettings
 from molgan.training.distributed import Processes, parameter_digest, rank_seed
 from molgan.training.progress import Progress
-from molgan.training.rl import RL_ESTIMATORS, RLTerm
+from molgan.training.rl import RL_ESTIMATORS, RLContext, RLTerm
 from molgan.training.run_dir import RunDir
 from molgan.training.tensorboard import TensorBoardLog
 
@@ -152,7 +152,10 @@ class Trainer:
         self.processes = processes
         self.device = processes.device
         self.progress = progress and processes.is_main
-        self.local_batch = local_batch_size(config, processes.world_size)
+        try:
+            self.local_batch = config.batch_share(processes.world_size)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         torch.manual_seed(cfg.seed)  # every process builds the same models; then only dropout draws
@@ -195,6 +198,9 @@ class Trainer:
             torch.optim.Adam(self.reward_net.parameters(), lr=cfg.lr_reward, betas=betas)
             if self.reward_net is not None
             else None
+        )
+        self.rl_context = RLContext(
+            cfg, self.rng, self.score, self.discriminator, self.reward_net, self.processes
         )
         self.state = TrainState()
         self._signal = 0
@@ -281,7 +287,7 @@ class Trainer:
         stats["g_wgan"] = wgan.item()
         rl_on = cfg.lam < 1.0 and self.state.step >= cfg.rl_start_step
         # The RL estimator scores the batch even while its term is off: the reward is logged.
-        rl = RL_ESTIMATORS[cfg.rl_estimator](self, logits, fake, rl_on)
+        rl = RL_ESTIMATORS[cfg.rl_estimator](self.rl_context, logits, fake, rl_on)
         stats |= rl.stats
 
         loss = cfg.lam * wgan + (1.0 - cfg.lam) * rl.loss if rl.loss is not None else wgan
@@ -524,23 +530,6 @@ def _rank_name(name: str, rank: int) -> str:
     return name if rank == 0 else f"{name}.{rank}"
 
 
-def local_batch_size(config: Config, world_size: int) -> int:
-    """Graphs each of ``world_size`` processes generates per step: ``train.batch_size`` split
-    evenly, in whole REINFORCE groups and PacGAN packs, at least 2 (the mode-seeking term pairs
-    halves). ConfigError naming the settings otherwise."""
-    cfg = config.train
-    k = cfg.rl_samples_per_z if cfg.rl_estimator == "reinforce" else 1
-    unit = math.lcm(k, config.model.pack)
-    share = cfg.batch_size // world_size
-    if cfg.batch_size % world_size or share % unit or share < 2:
-        raise ConfigError(
-            f"train.batch_size ({cfg.batch_size}) must split over {world_size} processes into equal "
-            f"shares of at least 2 graphs that are multiples of train.rl_samples_per_z ({k}) and "
-            f"model.pack ({config.model.pack})"
-        )
-    return share
-
-
 def resume_trainer(run_dir: str | Path, overrides: list[str] | None = None, **kwargs: Any) -> Trainer:
     """A trainer for ``run_dir`` restored from its last checkpoint (same config; ``overrides``
     may change run-length settings such as ``train.steps`` or ``train.max_minutes``)."""
@@ -553,8 +542,18 @@ def resume_trainer(run_dir: str | Path, overrides: list[str] | None = None, **kw
 def load_resume(run_dir: str | Path, overrides: list[str] | None = None) -> tuple[Config, Checkpoint]:
     """The config of the run in ``run_dir`` with ``overrides``, and its last checkpoint."""
     ckpt = load_checkpoint(RunDir(run_dir).last)
+    saved = ckpt.meta.get("config")
     try:
-        config_from_dict(ckpt.meta.get("config"))
+        config_from_dict(saved)
     except ConfigError as exc:
         raise CheckpointError(f"{ckpt.path} holds no usable config: {exc}") from None
-    return config_from_dict(ckpt.meta["config"], overrides), ckpt
+    return config_from_dict(_with_rl_temperature(saved), overrides), ckpt
+
+
+def _with_rl_temperature(saved: dict[str, Any]) -> dict[str, Any]:
+    """A saved config as it trains today: runs saved before ``train.rl_temperature`` existed
+    sampled REINFORCE at ``sampling.temperature``, and resume as they started."""
+    train = saved.get("train", {})
+    if "rl_temperature" in train or "temperature" not in saved.get("sampling", {}):
+        return saved
+    return saved | {"train": train | {"rl_temperature": saved["sampling"]["temperature"]}}

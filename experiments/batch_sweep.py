@@ -1,7 +1,7 @@
 """Batch-size sweep of configs/qm9.yaml: validity and uniqueness against training time.
 
-    python benchmarks/batch_sweep.py --batch-sizes 128,256,512,1024 --minutes 20
-    python benchmarks/batch_sweep.py --tabulate runs/sweep/b128 runs/sweep/b512   # existing runs
+    python experiments/batch_sweep.py --batch-sizes 128,256,512,1024 --minutes 20
+    python experiments/batch_sweep.py --tabulate runs/sweep/b128 runs/sweep/b512   # existing runs
 
 Each batch size trains for the same wall-clock time (one torch thread, as configs/qm9.yaml sets),
 evaluating 10,000 raw Gumbel-Max samples at T = 1 (no min-p) every ``--eval-every`` steps. The

@@ -1,6 +1,6 @@
 """Which substructures generated molecules have more or less often than their dataset.
 
-    python benchmarks/substructures.py [SOURCE ...] [-n 10000] [--seed 0] [--reference test]
+    python experiments/substructures.py [SOURCE ...] [-n 10000] [--seed 0] [--reference test]
         [--config CONFIG] [--mode M] [--temperature T] [--min-p P] [--top 10] [--plot PNG]
 
 Each SOURCE is a bundled model's name (default: ``qm9``), a checkpoint (``.safetensors``: ``n``

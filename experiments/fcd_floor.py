@@ -1,6 +1,6 @@
 """The FCD a perfect generator would score: real molecules against the FCD reference.
 
-    python benchmarks/fcd_floor.py [--config configs/qm9.yaml] [-n 10000] [--seeds 0,1,2]
+    python experiments/fcd_floor.py [--config configs/qm9.yaml] [-n 10000] [--seeds 0,1,2]
 
 ``molgan evaluate --fcd`` compares n generated samples with the test split of the checkpoint's
 dataset. Here n molecules drawn from the training split take the samples' place, with the same

@@ -15,9 +15,11 @@ whose layout depends on the kind of device that made them (the trainer records w
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import platform
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib import metadata as importlib_metadata
 from pathlib import Path
@@ -38,6 +40,17 @@ _ASSETS = Path(__file__).resolve().parent / "assets"
 
 class CheckpointError(ValueError):
     """A file that is not a usable molgan checkpoint (missing, corrupted, or for another model)."""
+
+
+def tensor_digest(tensors: Mapping[str, torch.Tensor]) -> str:
+    """sha256 of the tensors' names, dtypes, shapes and bytes, in name order: what a checkpoint's
+    metadata records of its tensors (``tensors_sha256``), so that a damaged file is refused."""
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        tensor = tensors[name].detach().cpu().contiguous()
+        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}:".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
 
 
 @dataclass
@@ -112,9 +125,10 @@ class CheckpointWriter:
         path = Path(path)
         meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "versions": package_versions()}
         meta.update(self.meta)
-        header = {"molgan": json.dumps(meta, sort_keys=True)}
         # safetensors refuses shared or non-contiguous storage.
         tensors = {k: v.contiguous().clone() for k, v in self.tensors.items()}
+        meta["tensors_sha256"] = tensor_digest(tensors)
+        header = {"molgan": json.dumps(meta, sort_keys=True)}
         atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=header))
         return path
 
@@ -149,10 +163,26 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
             f"{path} has checkpoint format version {meta.get('format_version')}, "
             f"this molgan reads version {FORMAT_VERSION}"
         )
+    _check_tensors(path, tensors, meta)
     device = torch.device(map_location)
     if device.type != "cpu":
         tensors = {k: v if k.startswith("rng.") else v.to(device) for k, v in tensors.items()}
     return Checkpoint(tensors, meta, path)
+
+
+def _check_tensors(path: Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+    """Refuse tensors that are not those written (checkpoints written since the digest was
+    recorded), and weights that are not finite: a diverged run's generator would load and then
+    sample nothing valid without a word."""
+    recorded = meta.get("tensors_sha256")
+    if recorded is not None and recorded != tensor_digest(tensors):
+        raise CheckpointError(
+            f"{path} is damaged: its tensors do not match the digest written with them"
+        )
+    bad = [k for k, v in tensors.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
+        raise CheckpointError(f"{path} holds NaN or infinite values in {bad[0]}{more}: not loaded")
 
 
 def load_state(module: torch.nn.Module, state: dict[str, torch.Tensor], what: str) -> None:

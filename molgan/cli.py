@@ -91,8 +91,7 @@ def data_prepare(
 ) -> None:
     """Featurize a molecule file into cached graph tensors; print the summary and vocab."""
     from molgan.config import ConfigError, load_config
-    from molgan.data import MOSES_MAX_ATOMS, load_dataset, vocab_for
-    from molgan.moses_files import MosesNotInstalled
+    from molgan.data import MOSES_MAX_ATOMS, MissingColumn, load_dataset, vocab_for
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     _exit_on_sigterm()
@@ -119,11 +118,11 @@ def data_prepare(
         ds = load_dataset(path, max_atoms=max_atoms, vocab=vocab, cache_dir=cache_dir,
                           smiles_column=smiles_column, progress=progress, limit=limit,
                           aromatic=aromatic)
-    except MosesNotInstalled as exc:
-        raise _fail(str(exc)) from None
+    except MissingColumn as exc:
+        where = "data.smiles_column in the config" if config is not None else "--smiles-column"
+        raise _fail(str(exc.with_hint(f"choose one with {where}"))) from None
     except (FileNotFoundError, ValueError) as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(code=1) from exc
+        raise _fail(str(exc)) from None
     typer.echo(f"{ds.source}: {ds.report.summary()}" + (" (cached)" if ds.cache_hit else ""))
     typer.echo(f"vocab: atoms={list(ds.vocab.atoms)} max_atoms={ds.vocab.max_atoms} "
                f"bonds={list(ds.vocab.bonds)}")

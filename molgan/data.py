@@ -20,6 +20,7 @@ import io
 import json
 import logging
 import os
+import zlib
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
@@ -101,10 +102,28 @@ def _base_suffix(path: Path) -> tuple[str, bool]:
     return (suffixes[-1] if suffixes else ""), gz
 
 
+class DatasetError(ValueError):
+    """A molecule file that cannot be read as what its name says (the message names the file)."""
+
+
+class MissingColumn(DatasetError):
+    """A table without the SMILES column asked for; ``hint`` says how to choose another, in the
+    words of the interface at hand (``smiles_column=`` here, ``--smiles-column`` on the command
+    line, ``data.smiles_column`` in a config)."""
+
+    def __init__(self, problem: str, hint: str = "pass smiles_column= to choose one") -> None:
+        super().__init__(f"{problem}; {hint}")
+        self.problem = problem
+
+    def with_hint(self, hint: str) -> MissingColumn:
+        return MissingColumn(self.problem, hint)
+
+
 def _open_text(path: Path, gz: bool) -> io.TextIOBase:
+    # utf-8-sig: a byte-order mark (spreadsheets write one) is not part of the first column's name.
     if gz:
-        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", newline="")
-    return open(path, encoding="utf-8", newline="")
+        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8-sig", newline="")
+    return open(path, encoding="utf-8-sig", newline="")
 
 
 def _check_path(path: str | Path) -> tuple[Path, str, bool]:
@@ -147,8 +166,7 @@ def _read_table(f: io.TextIOBase, delimiter: str, smiles_column: str | None,
     col = next((header.index(c) for c in candidates if c in header), None)
     if col is None:
         wanted = repr(smiles_column) if smiles_column else "'smiles'"
-        raise ValueError(f"{name}: no column {wanted} among columns {header}; "
-                         "pass smiles_column= to choose one")
+        raise MissingColumn(f"{name}: no column {wanted} among columns {header}")
     for row in reader:
         if not row or all(not c.strip() for c in row):
             continue
@@ -175,13 +193,24 @@ def read_smiles(path: str | Path, smiles_column: str | None = None,
     ``limit``: read only the first ``limit`` records (the rest of the file is never read).
     """
     path, suffix, gz = _check_path(path)
-    if suffix in SDF_SUFFIXES:
-        return list(islice(_read_sdf(path, gz), limit))
-    with _open_text(path, gz) as f:
-        if suffix in TABLE_SUFFIXES:
-            delim = "\t" if suffix == ".tsv" else ","
-            return list(islice(_read_table(f, delim, smiles_column, path.name), limit))
-        return list(islice(_read_smiles_lines(f), limit))
+    try:
+        if suffix in SDF_SUFFIXES:
+            return list(islice(_read_sdf(path, gz), limit))
+        with _open_text(path, gz) as f:
+            if suffix in TABLE_SUFFIXES:
+                delim = "\t" if suffix == ".tsv" else ","
+                return list(islice(_read_table(f, delim, smiles_column, path.name), limit))
+            return list(islice(_read_smiles_lines(f), limit))
+    except (gzip.BadGzipFile, EOFError, zlib.error, UnicodeDecodeError, SystemError) as exc:
+        # RDKit's SDF reader hands on what the stream raised as the cause of a SystemError.
+        cause = exc.__cause__ if isinstance(exc, SystemError) else exc
+        if isinstance(cause, gzip.BadGzipFile):
+            raise DatasetError(f"{path}: not a gzip file, as its name says ({cause})") from None
+        if isinstance(cause, (EOFError, zlib.error)):
+            raise DatasetError(f"{path}: a damaged or truncated gzip file ({cause})") from None
+        if isinstance(cause, UnicodeDecodeError):
+            raise DatasetError(f"{path}: not UTF-8 text (byte {cause.start}: {cause.reason})") from None
+        raise
 
 
 def dataset_file(path: str | Path | None) -> tuple[Path, str]:
@@ -592,7 +621,7 @@ def load_dataset(
     report = SkipReport(read=len(raw), kept=len(smiles), skipped=dict(skipped))
     del raw  # ~0.2 GB of strings for MOSES; writing the cache needs memory of its own
     if not smiles or vocab_out is None:
-        raise ValueError(f"no usable molecule in {src}: {report.summary()}")
+        raise DatasetError(f"no usable molecule in {src}: {report.summary()}")
     ds = MolDataset(torch.from_numpy(atoms), torch.from_numpy(pairs), smiles, vocab_out,
                     report, source)
     log.info("%s: %s", source, report.summary())

@@ -422,12 +422,13 @@ def test_cli_data_prepare(tmp_path: Path) -> None:
 
 def test_cli_data_prepare_errors(tmp_path: Path) -> None:
     runner = CliRunner()
+    # Usage errors, as for a bad option: exit 2 and one line.
     result = runner.invoke(app, ["data", "prepare", str(tmp_path / "nope.smi")])
-    assert result.exit_code == 1
+    assert result.exit_code == 2
     assert "not found" in result.output
     bad = _write(tmp_path / "junk.smi", "C1CC\n")
     result = runner.invoke(app, ["data", "prepare", str(bad), "--cache-dir", str(tmp_path)])
-    assert result.exit_code == 1 and "no usable molecule" in result.output
+    assert result.exit_code == 2 and "no usable molecule" in result.output
 
 
 def test_cli_data_prepare_a_config_and_a_limit(tmp_path: Path) -> None:

@@ -28,6 +28,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from molgan.checkpoint import tensor_digest
 from molgan.device import DeviceError, resolve_device
 
 
@@ -185,9 +186,6 @@ def rank_seed(seed: int, step: int, rank: int) -> int:
 def parameter_digest(modules: Iterable[nn.Module]) -> str:
     """sha256 of the names and bytes of the modules' tensors: equal on every process exactly when
     their parameters are."""
-    digest = hashlib.sha256()
-    for module in modules:
-        for name, tensor in module.state_dict().items():
-            digest.update(name.encode())
-            digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()
+    return tensor_digest(
+        {f"{i}.{name}": t for i, module in enumerate(modules) for name, t in module.state_dict().items()}
+    )

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from molgan.checkpoint import Checkpoint, CheckpointError
 from molgan.config import Config, ConfigError, load_config
-from molgan.data import dataset_file
+from molgan.data import MissingColumn, dataset_file, dataset_from_config
 from molgan.device import DeviceError, check_device_name
 from molgan.errors import UsageError
 from molgan.training.distributed import start
@@ -76,6 +76,13 @@ def train(
     except SETUP_ERRORS as exc:
         raise UsageError(str(exc)) from None
     if cfg.train.processes > 1 and "WORLD_SIZE" not in os.environ:
+        # What each process would find wrong at start-up, found once here instead: the batch
+        # split, and the data (featurized into the cache the processes then read).
+        try:
+            cfg.batch_share(cfg.train.processes)
+            dataset_from_config(cfg.data)
+        except SETUP_ERRORS as exc:
+            raise _usage_error(exc) from None
         where = ["--resume", str(resume)] if resume is not None else ["--run-dir", str(target)]
         exec_torchrun(cfg.train.processes, [
             "train", *(["--config", str(config)] if config is not None else []), *where,
@@ -100,7 +107,7 @@ def _run(
         except DeviceError as exc:
             raise UsageError(f"{device_source} {exc}") from None
         except SETUP_ERRORS as exc:
-            raise UsageError(str(exc)) from None
+            raise _usage_error(exc) from None
         result = trainer.train()
         if not processes.is_main:
             return None
@@ -109,6 +116,12 @@ def _run(
             board.picture("molecules", result["step"], trainer.run.molecules)
         return f"run: {trainer.run_dir} step {result['step']}" + (
             f" (stopped by {result['stopped_by']})" if result["stopped_by"] else "")
+
+
+def _usage_error(exc: Exception) -> UsageError:
+    if isinstance(exc, MissingColumn):
+        return UsageError(str(exc.with_hint("choose one with data.smiles_column")))
+    return UsageError(str(exc))
 
 
 def exec_torchrun(processes: int, args: list[str]) -> None:

@@ -42,6 +42,7 @@ from molgan.chem import Vocab, decode_and_validate, decode_batch
 from molgan.config import Config, ConfigError, config_from_dict
 from molgan.data import MolDataset, dataset_from_config
 from molgan.device import DeviceError, graphs_to_host, resolve_device
+from molgan.files import atomic_write
 from molgan.gumbel import temperature
 from molgan.metrics import evaluate_smiles
 from molgan.models import GraphLogits, Graphs, build_discriminator, build_generator, build_reward_network
@@ -470,6 +471,8 @@ class Trainer:
         if main:
             self.run.path.mkdir(parents=True, exist_ok=True)
             self.run.config.write_text(yaml.safe_dump(self.config.model_dump(mode="json")))
+            if self.state.step > 0:  # resumed
+                self._drop_records_after(self.state.step)
         budget_s = cfg.max_minutes * 60 if cfg.max_minutes else None
         started = time.monotonic() - self.state.elapsed_s
         deadline = started + budget_s if budget_s else math.inf
@@ -520,9 +523,30 @@ class Trainer:
         progress.close()
         return {"step": self.state.step, "stopped_by": stopped_by, "last_eval": last_eval}
 
+    def _drop_records_after(self, step: int) -> None:
+        """Forget what a run that crashed logged after its last checkpoint (``step``): the resumed
+        run logs those steps again, and each must appear once (TensorBoard hides them too)."""
+        path = self.run.metrics
+        if not path.is_file():
+            return
+        lines = path.read_text().splitlines(keepends=True)
+        kept = [line for line in lines if _record_step(line) <= step]
+        if len(kept) < len(lines):
+            log.info("%s: dropping %d records logged after step %d, the last checkpoint",
+                     path, len(lines) - len(kept), step)
+            atomic_write(path, lambda tmp: tmp.write_text("".join(kept)))
+
     def _metrics_file(self) -> AbstractContextManager[IO[str] | None]:
         """``metrics.jsonl`` opened for appending on rank 0; ``None`` on the other processes."""
         return self.run.metrics.open("a") if self.processes.is_main else nullcontext()
+
+
+def _record_step(line: str) -> float:
+    """The step of a ``metrics.jsonl`` line; a line cut short by a crash counts as after any."""
+    try:
+        return int(json.loads(line)["step"])
+    except (ValueError, KeyError, TypeError):
+        return math.inf
 
 
 def _rank_name(name: str, rank: int) -> str:

@@ -1,6 +1,7 @@
 """Training throughput and peak memory of a config (default: configs/qm9.yaml).
 
     python benchmarks/bench_train.py [--config configs/qm9.yaml] [--steps 300] [--repeats 3]
+    python benchmarks/bench_train.py --overlay configs/ablation/critic_2026_11.yaml   # a variant
     python benchmarks/bench_train.py --device cuda
     torchrun --standalone --nproc_per_node=2 benchmarks/bench_train.py --set train.threads=1
 
@@ -40,6 +41,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--device", help="auto, cpu, cuda, cuda:K or mps (default: train.device)")
+    parser.add_argument("--overlay", type=Path, action="append", default=[],
+                        help="A partial config laid over --config (configs/ablation/*.yaml; repeatable).")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="Override a config key, as `molgan train --set` does (repeatable).")
     parser.add_argument("--json", action="store_true", help="Print the row as one JSON object.")
@@ -47,7 +50,7 @@ def main() -> None:
 
     overrides = [*args.overrides, *([f"train.device={args.device}"] if args.device else [])]
     try:
-        config = load_config(args.config, overrides)
+        config = load_config(args.config, overrides, overlays=args.overlay)
     except ConfigError as exc:
         parser.error(str(exc))
     with tempfile.TemporaryDirectory() as tmp, distributed.start(config.train.device) as processes:
@@ -83,7 +86,7 @@ def main() -> None:
     steps_per_s = statistics.median(rates[1:])
     batch = config.train.batch_size
     row = {
-        "config": args.config.name,
+        "config": " + ".join(path.name for path in [args.config, *args.overlay]),
         "device": str(device),
         "processes": processes.world_size,
         "threads": torch.get_num_threads(),

@@ -40,6 +40,10 @@ class Graphs:
         """Integer graphs: atoms (B, N) and bonds (B, N, N), as ``molgan.chem`` decodes them."""
         return self.atoms.argmax(-1), self.bonds.argmax(-1)
 
+    def __getitem__(self, rows: slice) -> Graphs:
+        """The graphs of ``rows`` (a slice of the batch)."""
+        return Graphs(self.atoms[rows], self.bonds[rows])
+
     @staticmethod
     def one_hot(atoms: torch.Tensor, bonds: torch.Tensor, n_atom_types: int, n_bond_types: int) -> Graphs:
         """From integer atoms (B, N) and bonds (B, N, N) to float one-hot graphs."""

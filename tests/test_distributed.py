@@ -29,7 +29,7 @@ from molgan.rewards import RewardFunction
 from molgan.training.distributed import Processes, parameter_digest, start
 from molgan.training.rl import critic_reward, reinforce_loss
 from molgan.training.run_dir import LAST
-from molgan.training.trainer import critic_loss, mode_seeking_ratio, resume_trainer
+from molgan.training.trainer import Penalty, critic_loss, mode_seeking_ratio, resume_trainer
 from tests.conftest import DEBUG_CONFIG, REPO_ROOT
 from tests.test_training import eval_steps, training_records, wait_for
 
@@ -85,12 +85,17 @@ def batch_gradients(processes: Processes) -> dict[str, torch.Tensor]:
     ddp_generator, ddp_critic = processes.wrap(generator), processes.wrap(critic)
     ddp_reward = processes.wrap(reward_net)
     grads: dict[str, torch.Tensor] = {}
-    loss, _, _ = critic_loss(
-        ddp_critic, Graphs(mine(real.atoms), mine(real.bonds)), Graphs(mine(fake.atoms), mine(fake.bonds)),
-        mine(eps), 10.0,
-    )
-    loss.backward()
-    grads |= {f"critic.{name}": p.grad.clone() for name, p in critic.named_parameters()}
+    # The full penalty; and the penalty on half the batch (each process's first half of its share:
+    # together the whole batch's first half, see ``shard``) with one forward for both sides.
+    share = mine(eps).shape[0]
+    for name, penalty, joint in (("full", Penalty(10.0), False), ("half", Penalty(10.0, share // 2), True)):
+        critic.zero_grad(set_to_none=True)
+        loss, _, _ = critic_loss(
+            ddp_critic, Graphs(mine(real.atoms), mine(real.bonds)),
+            Graphs(mine(fake.atoms), mine(fake.bonds)), mine(eps), penalty, joint=joint,
+        )
+        loss.backward()
+        grads |= {f"critic.{name}.{p_name}": p.grad.clone() for p_name, p in critic.named_parameters()}
     for k, z in noise.items():
         generator.zero_grad(set_to_none=True)
         logits = ddp_generator(mine(z))
@@ -182,7 +187,7 @@ def test_ddp_gradients_of_the_shares_are_one_process_gradients_of_the_whole_batc
     whole = batch_gradients(Processes(torch.device("cpu")))
     # Each process alone on its share gets other gradients: the comparison below can fail.
     alone = batch_gradients(_ShareOf(rank=0, world=WORLD))
-    for key in ("critic.out.weight", "generator.k1.atom_head.weight",
+    for key in ("critic.full.out.weight", "critic.half.out.weight", "generator.k1.atom_head.weight",
                 "generator.critic.False.atom_head.weight", "generator.critic.True.atom_head.weight"):
         assert not torch.allclose(alone[key], whole[key]), key
     for rank, (grads, _) in enumerate(two_processes):

@@ -79,17 +79,48 @@ def gradient_penalty(critic: torch.nn.Module, real: Graphs, fake: Graphs, eps: t
     return (norm - 1).pow(2).mean()
 
 
+@dataclass(frozen=True)
+class Penalty:
+    """How one critic update takes the gradient penalty: ``weight`` (0: not at this update) on the
+    first ``size`` graph pairs of the batch (``None``: all of them)."""
+
+    weight: float
+    size: int | None = None
+
+
 def critic_loss(
-    critic: torch.nn.Module, real: Graphs, fake: Graphs, eps: torch.Tensor, gp_weight: float
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The critic's WGAN-GP loss ``D(fake) - D(real) + gp_weight * GP`` on B real and B fake
-    graphs (``eps`` (B,): see ``gradient_penalty``), with the Wasserstein estimate and the
-    penalty. All are means over the batch, so with several processes DDP's average of their
-    gradients is the gradient of the whole batch's loss."""
-    d_real = critic(real.atoms, real.bonds).mean()
-    d_fake = critic(fake.atoms, fake.bonds).mean()
-    gp = gradient_penalty(critic, real, fake, eps)
-    return d_fake - d_real + gp_weight * gp, d_real - d_fake, gp
+    critic: torch.nn.Module,
+    real: Graphs,
+    fake: Graphs,
+    eps: torch.Tensor,
+    penalty: Penalty,
+    *,
+    joint: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """The critic's WGAN-GP loss ``D(fake) - D(real) + weight * GP`` on B real and B fake graphs
+    (``eps`` (B,): see ``gradient_penalty``), with the Wasserstein estimate and the penalty
+    (``None`` where this update takes none). All are means over the batch (the penalty's over its
+    share of it), so with several processes DDP's average of their gradients is the gradient of
+    the whole batch's loss. ``joint`` scores real and fake graphs in one forward pass.
+
+    The penalty on the first ``size`` pairs is an unbiased estimate of the whole batch's: the
+    pairs are independent draws, so any fixed subset is a uniform sample of them.
+    """
+    if joint:
+        b = real.atoms.shape[0]
+        scores = critic(torch.cat([real.atoms, fake.atoms]), torch.cat([real.bonds, fake.bonds]))
+        d_real, d_fake = scores[:b].mean(), scores[b:].mean()
+    else:
+        d_real = critic(real.atoms, real.bonds).mean()
+        d_fake = critic(fake.atoms, fake.bonds).mean()
+    loss = d_fake - d_real
+    gp = None
+    if penalty.weight > 0:
+        m = penalty.size
+        share = (real, fake, eps) if m is None else (real[:m], fake[:m], eps[:m])
+        gp = gradient_penalty(critic, *share)
+        loss = loss + penalty.weight * gp
+    return loss, d_real - d_fake, gp
 
 
 def mode_seeking_ratio(z: torch.Tensor, logits: GraphLogits) -> torch.Tensor:
@@ -245,18 +276,37 @@ class Trainer:
         return temperature(self.state.step, t.anneal_steps, t.schedule, t.tau_start, t.tau_min)
 
     # ---------------------------------------------------------------------------------- steps
-    def critic_step(self, tau: float) -> dict[str, float]:
+    def critic_step(self, tau: float, update: int) -> dict[str, float]:
+        """One critic update, the ``update``-th of the run (counted from 0 over all steps)."""
         cfg = self.config.train
         real, _ = self.real_batch()
         with torch.no_grad():
             logits = self.generator(self.generator.noise(self.local_batch, self.rng))
             fake = logits.relax(self.config.model.estimator, tau, self.rng)
         eps = torch.rand(self.local_batch, generator=self.rng, device=self.device)
-        loss, w_distance, gp = critic_loss(self.ddp_critic, real, fake, eps, cfg.gp_weight)
+        # bfloat16 autocast: the matrix products at half the cost; weights and Adam stay float32.
+        with torch.autocast(self.device.type, torch.bfloat16, enabled=cfg.critic_dtype == "bfloat16"):
+            loss, w_distance, gp = critic_loss(
+                self.ddp_critic, real, fake, eps, self.penalty(update), joint=cfg.critic_joint_forward
+            )
         self.opt_d.zero_grad(set_to_none=True)
         loss.backward()
         self.opt_d.step()
-        return {"d_loss": loss.item(), "w_distance": w_distance.item(), "gp": gp.item()}
+        stats = {"d_loss": loss.item(), "w_distance": w_distance.item()}
+        return stats if gp is None else stats | {"gp": gp.item()}
+
+    def penalty(self, update: int) -> Penalty:
+        """The gradient penalty of critic update ``update``. Lazily (``train.gp_every`` = k) it is
+        taken at every k-th update with k times the weight, so that its weight per update stays
+        ``gp_weight`` on average (StyleGAN2's lazy regularisation); on ``train.gp_fraction`` of
+        the graphs (whole PacGAN packs), at least one pack."""
+        cfg = self.config.train
+        if (update + 1) % cfg.gp_every:
+            return Penalty(0.0)
+        pack = self.config.model.pack
+        packs = self.local_batch // pack
+        size = None if cfg.gp_fraction >= 1.0 else max(1, math.ceil(cfg.gp_fraction * packs)) * pack
+        return Penalty(cfg.gp_weight * cfg.gp_every, size)
 
     def reward_step(self, fake: Graphs, fake_reward: torch.Tensor) -> dict[str, float]:
         """Fit the reward network to the exact reward of real and generated graphs."""
@@ -310,9 +360,11 @@ class Trainer:
         """One step of the loop: ``n_critic`` critic updates, one generator update, then (with a
         reward network) one reward-network update. Returns the statistics of the last of each,
         for this process's share of the batch."""
+        n_critic = self.config.train.n_critic
         stats: dict[str, float] = {}
-        for _ in range(self.config.train.n_critic):
-            stats = self.critic_step(tau)
+        for i in range(n_critic):
+            # With a lazy penalty the last update that took one reports it.
+            stats |= self.critic_step(tau, self.state.step * n_critic + i)
         update = self.generator_step(tau)
         stats |= update.stats
         if self.reward_net is not None:

@@ -10,9 +10,10 @@ get the settings, metrics and loaded model through ``api.deps``.
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
+from starlette.exceptions import HTTPException
 
 from molgan.api.body_limit import BodySizeLimit
-from molgan.api.errors import invalid_request
+from molgan.api.errors import http_error, invalid_request
 from molgan.api.metrics import MetricsMiddleware, ServiceMetrics
 from molgan.api.pages import DOCS_ASSETS, docs_assets, pages
 from molgan.api.routes import model_routes, molecule_routes, operations
@@ -39,7 +40,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.checkpoint_failed = False
 
     app.add_exception_handler(RequestValidationError, invalid_request)  # type: ignore[arg-type]
-    app.include_router(molecule_routes(settings.max_molecules))
+    app.add_exception_handler(HTTPException, http_error)  # type: ignore[arg-type]
+    app.include_router(molecule_routes(settings))
     app.include_router(model_routes)
     app.include_router(operations)
     app.include_router(pages)

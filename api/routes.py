@@ -2,7 +2,10 @@
 readiness and metrics for whoever runs the service.
 
 CPU-bound work (sampling, properties, coordinates) runs on the service's bounded pool, never on
-the event loop; a full queue is a 503 with Retry-After, a request that waits too long a 504.
+the event loop; a full queue, or one that the request would not get through before its timeout,
+is a 503 with Retry-After at once, a request that waits too long after all a 504. The work of one
+SMILES is bounded by its heavy atoms (``Service.max_heavy_atoms``), checked before RDKit does
+anything costly with it.
 """
 
 import asyncio
@@ -17,11 +20,13 @@ from typing import Annotated, Any, TypeVar
 from fastapi import APIRouter, HTTPException, Query
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from rdkit import Chem, rdBase
 
 from molgan.api.deps import MaybeServiceDep, MetricsDep, ServiceDep, SettingsDep
 from molgan.api.errors import field_error
+from molgan.api.json_body import MAX_JSON_DEPTH, JsonBodyRoute
 from molgan.api.metrics import ServiceMetrics
-from molgan.api.pool import PoolFull
+from molgan.api.pool import PoolFull, retry_after
 from molgan.api.schemas import (
     MAX_MODEL_NAME_LENGTH,
     MAX_SEED,
@@ -58,8 +63,10 @@ _BUSY = {
           "headers": {"Retry-After": {"description": "Seconds to wait.", "schema": {"type": "integer"}}}},
 }
 _POOLED = {
-    400: {"model": ErrorMessage, "description": "Unreadable body (not UTF-8, nested too deep)."},
+    400: {"model": ErrorMessage,
+          "description": f"Unreadable body (not UTF-8, nested more than {MAX_JSON_DEPTH} levels deep)."},
     413: {"model": ErrorMessage, "description": "The body is larger than the limit."},
+    415: {"model": ErrorMessage, "description": "The body is not sent as application/json."},
     **_BUSY,
     504: {"model": ErrorMessage, "description": "Took longer than the timeout."},
 }
@@ -74,17 +81,18 @@ def _served(service: Service, name: str | None, loc: tuple[str, str]) -> ServedM
         raise field_error(loc, str(exc), name) from None
 
 
-async def _on_pool(work: Callable[[], T], service: Service, settings: Settings, metrics: ServiceMetrics) -> T:
-    """``work()`` on the service's pool: 503 when its queue is full, 504 after the request timeout."""
+async def _on_pool(work: Callable[[], T], service: Service, settings: Settings, metrics: ServiceMetrics,
+                   kind: str, units: int) -> T:
+    """``work()`` (``units`` of ``kind``: see ``api.pool``) on the service's pool: 503 at once when
+    its queue is full or the work is not expected to finish before the request timeout, 504 after
+    that timeout."""
     try:
-        return await service.pool.run(work, settings.request_timeout_s)
-    except PoolFull:
-        metrics.rejected.labels("busy").inc()
+        return await service.pool.run(work, settings.request_timeout_s, kind, units)
+    except PoolFull as exc:
+        metrics.rejected.labels("busy" if exc.reason == "queue" else "estimate").inc()
+        wait = retry_after(exc.retry_after_s, settings.retry_after_s)
         raise HTTPException(
-            503,
-            f"the server is busy ({service.pool.pending} requests queued or running); "
-            f"retry after {settings.retry_after_s} s",
-            headers={"Retry-After": str(settings.retry_after_s)},
+            503, f"the server is busy: {exc}; retry after {wait} s", headers={"Retry-After": str(wait)},
         ) from None
     except asyncio.TimeoutError:
         metrics.rejected.labels("timeout").inc()
@@ -150,20 +158,40 @@ async def generate_molecules(
         }
         return json.dumps(answer, separators=(",", ":"), allow_nan=False).encode(), stats
 
-    body, stats = await _on_pool(work, service, settings, metrics)
+    # Properties and the filters' extra sampling cost far more per molecule than sampling alone.
+    kind = (f"generate {served.summary.name} properties={request.properties} "
+            f"filtered={request.valid_only or request.unique}")
+    body, stats = await _on_pool(work, service, settings, metrics, kind, request.n)
     metrics.record_generation(served.summary.name, stats.sampled, stats.returned, stats.valid)
     # Encoded by `work` rather than by FastAPI, whose validation of a thousand molecules against
     # GenerateResponse would take longer than sampling them; the tests check the schema instead.
     return Response(body, media_type="application/json")
 
 
-def export_text(smiles: list[str], fmt: ExportFormat) -> str:
+def heavy_atoms(smiles: str) -> int | None:
+    """Heavy atoms of a SMILES as written, read without sanitizing (linear in its length, unlike
+    what sanitizing, coordinates or drawing cost); ``None`` if it does not parse even so."""
+    with rdBase.BlockLogs():  # bad input is expected and answered with a 422
+        mol = Chem.MolFromSmiles(smiles, sanitize=False)
+    return None if mol is None else mol.GetNumHeavyAtoms()
+
+
+def check_heavy_atoms(smiles: str, limit: int, loc: tuple[str | int, ...]) -> None:
+    """A 422 at ``loc`` if ``smiles`` has more than ``limit`` heavy atoms."""
+    atoms = heavy_atoms(smiles)
+    if atoms is not None and atoms > limit:
+        raise field_error(loc, f"SMILES has {atoms} heavy atoms; this server takes at most {limit}", smiles)
+
+
+def export_text(smiles: list[str], fmt: ExportFormat, max_heavy_atoms: int) -> str:
     """The molecules as a CSV or SDF file (molgan.export's writers, as `molgan sample -o` uses).
 
-    Raises a 422 naming the first SMILES that RDKit cannot parse.
+    Raises a 422 naming the first SMILES that has more than ``max_heavy_atoms`` heavy atoms or
+    that RDKit cannot parse.
     """
     samples = []
     for i, s in enumerate(smiles):
+        check_heavy_atoms(s, max_heavy_atoms, ("body", "smiles", i))
         if to_mol(s) is None:
             raise field_error(("body", "smiles", i), "SMILES does not parse/sanitize", s)
         samples.append(Sample(s, is_valid(s)))
@@ -176,21 +204,24 @@ async def export_molecules(
     request: ExportRequestBase, service: Service, settings: Settings, metrics: ServiceMetrics
 ) -> Response:
     """A download of the given molecules as CSV or SDF."""
-    text = await _on_pool(lambda: export_text(request.smiles, request.format), service, settings, metrics)
+    text = await _on_pool(
+        lambda: export_text(request.smiles, request.format, service.max_heavy_atoms),
+        service, settings, metrics, f"export {request.format}", len(request.smiles),
+    )
     return Response(text, media_type=EXPORT_MEDIA_TYPES[request.format], headers={
         "Content-Disposition": f'attachment; filename="molecules.{request.format}"',
     })
 
 
-def molecule_routes(max_molecules: int) -> APIRouter:
+def molecule_routes(settings: Settings) -> APIRouter:
     """``POST /v1/generate`` and ``POST /v1/export``.
 
-    Their request bodies carry this server's limit on molecules in their schema (so that /docs
-    and /openapi.json state it), which is why this router is built for each app.
+    Their request bodies carry this server's limits on molecules and body size in their schema
+    (so that /docs and /openapi.json state them), which is why this router is built for each app.
     """
-    GenerateRequest = generate_request_model(max_molecules)
-    ExportRequest = export_request_model(max_molecules)
-    router = APIRouter(prefix="/v1", tags=["molecules"])
+    GenerateRequest = generate_request_model(settings.max_molecules)
+    ExportRequest = export_request_model(settings.max_molecules, settings.max_body_bytes)
+    router = APIRouter(prefix="/v1", tags=["molecules"], route_class=JsonBodyRoute)
 
     @router.post(
         "/generate", response_model=GenerateResponse, responses=_POOLED, summary="Generate molecules"
@@ -219,7 +250,8 @@ def molecule_routes(max_molecules: int) -> APIRouter:
         service: ServiceDep, settings: SettingsDep, metrics: MetricsDep,
     ) -> Response:
         """The given molecules as a CSV file (SMILES, validity, properties) or an SDF file (valid
-        molecules with 2D coordinates); 422 names the first SMILES that RDKit cannot parse."""
+        molecules with 2D coordinates); 422 names the first SMILES that RDKit cannot parse or that
+        has more heavy atoms than the server takes (``limits.max_heavy_atoms`` of GET /v1/model)."""
         return await export_molecules(body, service, settings, metrics)
 
     return router
@@ -239,16 +271,19 @@ def _svg(smiles: str, width: int, height: int) -> str:
     "/depict",
     response_class=Response,
     responses={200: {"content": {"image/svg+xml": {"schema": {"type": "string"}}},
-                     "description": "The molecule drawn by RDKit, as SVG."}},
+                     "description": "The molecule drawn by RDKit, as SVG."}, **_BUSY},
     summary="Draw a molecule",
     tags=["molecules"],
 )
 def depict(
+    service: ServiceDep,
     smiles: Annotated[str, Query(min_length=1, max_length=MAX_SMILES_LENGTH, description="SMILES")],
     width: Annotated[int, Query(ge=MIN_SIZE, le=MAX_SIZE, description="Pixels.")] = 250,
     height: Annotated[int, Query(ge=MIN_SIZE, le=MAX_SIZE, description="Pixels.")] = 200,
 ) -> Response:
-    """SVG drawing of a SMILES string; 422 when RDKit cannot parse or sanitize it."""
+    """SVG drawing of a SMILES string; 422 when RDKit cannot parse or sanitize it, or when it has
+    more heavy atoms than the server takes (``limits.max_heavy_atoms`` of GET /v1/model)."""
+    check_heavy_atoms(smiles, service.max_heavy_atoms, ("query", "smiles"))
     try:
         svg = _svg(smiles, width, height)
     except (ValueError, RuntimeError) as exc:

@@ -17,6 +17,16 @@ MAX_SEED = 2**53 - 1
 MAX_TEMPERATURE = 100.0
 # Longest SMILES a request may send; molecules of this generator have a few dozen characters.
 MAX_SMILES_LENGTH = 500
+# SMILES are printable ASCII without spaces: one byte per character in a JSON body, which is what
+# lets the export schema's limits promise a body under the size limit.
+SMILES_PATTERN = r"^[!-~]+$"
+# The export schema's largest body: a list of SMILES written as JSON.stringify or Python's
+# json.dumps write it (quotes, comma and at most one space per item), plus the rest of the object.
+EXPORT_ENVELOPE_BYTES = 64
+EXPORT_ITEM_OVERHEAD_BYTES = 4
+# Fewer items rather than SMILES too short for a molecule of a few dozen atoms (QM9's longest
+# canonical SMILES has 28 characters).
+MIN_EXPORT_SMILES_LENGTH = 40
 # Model names are file stems chosen by whoever runs the server; this only bounds what a request
 # may send.
 MAX_MODEL_NAME_LENGTH = 200
@@ -25,14 +35,38 @@ ExportFormat = Literal["csv", "sdf"]
 
 
 def json_safe(value: Any) -> Any:
-    """JSON has no NaN or infinity: those become text ("nan", "inf")."""
+    """What JSON in UTF-8 can hold: NaN and infinity become text ("nan", "inf"), and a lone UTF-16
+    surrogate (which a JSON string may spell as "\\ud800" but UTF-8 cannot encode) becomes the text
+    of its escape, in keys as in values."""
+    if isinstance(value, str):
+        return _utf8_safe(value)
     if isinstance(value, float) and not math.isfinite(value):
         return str(value)
     if isinstance(value, dict):
-        return {k: json_safe(v) for k, v in value.items()}
+        return {json_safe(k): json_safe(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [json_safe(v) for v in value]
     return value
+
+
+def _utf8_safe(text: str) -> str:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text
+
+
+def export_limits(max_molecules: int, max_body_bytes: int) -> tuple[int, int]:
+    """(SMILES per export, characters per SMILES) such that the largest body the export schema
+    allows fits under ``max_body_bytes``: as many SMILES as ``POST /v1/generate`` returns, each as
+    long as the body limit leaves room for (at most ``MAX_SMILES_LENGTH``); if that would be under
+    ``MIN_EXPORT_SMILES_LENGTH`` characters, fewer SMILES of that length."""
+    room = max_body_bytes - EXPORT_ENVELOPE_BYTES
+    length = min(MAX_SMILES_LENGTH, room // max_molecules - EXPORT_ITEM_OVERHEAD_BYTES)
+    if length >= MIN_EXPORT_SMILES_LENGTH:
+        return max_molecules, length
+    return max(1, room // (MIN_EXPORT_SMILES_LENGTH + EXPORT_ITEM_OVERHEAD_BYTES)), MIN_EXPORT_SMILES_LENGTH
 
 
 
@@ -90,13 +124,18 @@ class ExportRequestBase(BaseModel):
     )
 
 
-def export_request_model(max_molecules: int) -> type[ExportRequestBase]:
-    """The export body with this server's limit on molecules written into its schema."""
+def export_request_model(max_molecules: int, max_body_bytes: int) -> type[ExportRequestBase]:
+    """The export body with this server's limits on molecules and body size written into its schema."""
+    max_items, max_length = export_limits(max_molecules, max_body_bytes)
+    Smiles = Annotated[str, StringConstraints(min_length=1, max_length=max_length, pattern=SMILES_PATTERN)]
 
     class ExportRequest(ExportRequestBase):
-        smiles: list[Annotated[str, StringConstraints(min_length=1, max_length=MAX_SMILES_LENGTH)]] = Field(
-            min_length=1, max_length=max_molecules,
-            description="The molecules to write, in order; each must parse in RDKit.",
+        smiles: list[Smiles] = Field(
+            min_length=1, max_length=max_items,
+            description=f"The molecules to write, in order; each must parse in RDKit and have no more "
+            f"heavy atoms than the server allows (GET /v1/model: limits.max_heavy_atoms). SMILES are "
+            f"printable ASCII without spaces; {max_items} of {max_length} characters fit in the body "
+            f"limit of {max_body_bytes} bytes (written as JSON.stringify or json.dumps write them).",
         )
 
     return ExportRequest
@@ -155,6 +194,8 @@ class Limits(BaseModel):
     max_molecules: int = Field(description="Largest n of POST /v1/generate.")
     max_body_bytes: int
     request_timeout_s: float
+    max_heavy_atoms: int = Field(description="Heavy atoms a SMILES of POST /v1/export or GET /v1/depict "
+                                 "may have, at most.")
 
 
 class ModelInfo(ModelSummary):

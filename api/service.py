@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +29,11 @@ from molgan.sampling import MoleculeSampler
 from molgan.sampling_settings import SamplingError
 
 log = logging.getLogger("molgan.api")
+
+# Without MOLGAN_MAX_HEAVY_ATOMS, a SMILES sent to the service may have this many times the heavy
+# atoms of the largest graph a served model generates: room for molecules from elsewhere, while
+# the work one SMILES costs (2D coordinates, drawing, properties) stays in milliseconds.
+HEAVY_ATOM_MARGIN = 4
 
 
 class UnknownModel(LookupError):
@@ -51,6 +56,8 @@ class Service:
     models: dict[str, ServedModel]
     default: str
     pool: WorkPool
+    max_heavy_atoms: int
+    """Heavy atoms a SMILES sent to export or depict may have."""
 
     def model(self, name: str | None) -> ServedModel:
         """The model called ``name`` (``None``: the default); ``UnknownModel`` if none is."""
@@ -82,8 +89,15 @@ def load_checkpoints(settings: Settings) -> Checkpoints:
     return Checkpoints(files, samplers, default)
 
 
+def max_heavy_atoms(settings: Settings, samplers: Iterable[MoleculeSampler]) -> int:
+    """``MOLGAN_MAX_HEAVY_ATOMS``, else ``HEAVY_ATOM_MARGIN`` times the largest served graph."""
+    if settings.max_heavy_atoms is not None:
+        return settings.max_heavy_atoms
+    return HEAVY_ATOM_MARGIN * max(sampler.vocab.max_atoms for sampler in samplers)
+
+
 def model_info(name: str, sampler: MoleculeSampler, checkpoint: Path, settings: Settings,
-               default: bool) -> ModelInfo:
+               default: bool, heavy_atoms: int) -> ModelInfo:
     """What ``GET /v1/model?name=`` answers. The checkpoint is named by its file name and sha256
     only: the directory it lies in is the server's business."""
     meta = sampler.describe()
@@ -103,14 +117,15 @@ def model_info(name: str, sampler: MoleculeSampler, checkpoint: Path, settings: 
             max_molecules=settings.max_molecules,
             max_body_bytes=settings.max_body_bytes,
             request_timeout_s=settings.request_timeout_s,
+            max_heavy_atoms=heavy_atoms,
         ),
         default=default,
     )
 
 
 def served_model(name: str, sampler: MoleculeSampler, checkpoint: Path, settings: Settings,
-                 default: bool) -> ServedModel:
-    info = model_info(name, sampler, checkpoint, settings, default)
+                 default: bool, heavy_atoms: int) -> ServedModel:
+    info = model_info(name, sampler, checkpoint, settings, default, heavy_atoms)
     summary = ModelSummary(name=name, config=info.config, step=info.step, checkpoint=info.checkpoint)
     return ServedModel(sampler, summary, info)
 
@@ -128,10 +143,11 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     started = time.perf_counter()
     try:
         loaded = load_checkpoints(settings)
+        heavy_atoms = max_heavy_atoms(settings, loaded.samplers.values())
         models = {
             name: served_model(
                 name, sampler.with_defaults(settings.mode, settings.temperature, settings.min_p),
-                loaded.files[name], settings, name == loaded.default,
+                loaded.files[name], settings, name == loaded.default, heavy_atoms,
             )
             for name, sampler in loaded.samplers.items()
         }
@@ -146,12 +162,13 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     pool = WorkPool(settings.worker_threads, settings.max_queue,
                     initializer=lambda: torch.set_num_threads(torch_threads))
     app.state.metrics.add_models(list(models))
-    app.state.service = Service(models, loaded.default, pool)
+    app.state.service = Service(models, loaded.default, pool, heavy_atoms)
     log.info(
-        "loaded %s in %.2f s (default %s); %d sampling threads x %d torch threads, queue %d",
+        "loaded %s in %.2f s (default %s); %d sampling threads x %d torch threads, queue %d; "
+        "SMILES of up to %d heavy atoms",
         ", ".join(f"{name} ({m.info.config}, step {m.info.step})" for name, m in models.items()),
         time.perf_counter() - started, loaded.default,
-        settings.worker_threads, torch_threads, settings.max_queue,
+        settings.worker_threads, torch_threads, settings.max_queue, heavy_atoms,
     )
     try:
         yield

@@ -55,11 +55,17 @@ class Settings(BaseSettings):
     torch_threads: int | None = Field(None, ge=1, le=256)
     """Intra-op threads of torch; ``None``: the CPU count divided among the worker threads."""
     max_queue: int = Field(32, ge=0, le=10_000)
-    """Requests that may wait for a free worker thread; more are answered 503 with Retry-After."""
+    """Requests that may wait for a free worker thread; more are answered 503 with Retry-After.
+    Fewer may wait: a request that the pool estimates would not finish within
+    ``request_timeout_s`` is refused at once the same way (``api.pool``)."""
     retry_after_s: int = Field(1, ge=1, le=3600)
-    """The Retry-After value (seconds) sent with 503 answers."""
+    """The Retry-After value (seconds) of 503 answers; the least one when it is estimated."""
     max_body_bytes: int = Field(64 * 1024, ge=1024, le=16 * 1024 * 1024)
     """Larger request bodies are refused with 413."""
+    max_heavy_atoms: int | None = Field(None, ge=1, le=1000)
+    """Heavy atoms a SMILES sent to ``POST /v1/export`` or ``GET /v1/depict`` may have (a 422
+    beyond), which bounds the work each one costs; ``None``: ``HEAVY_ATOM_MARGIN`` times the
+    largest ``max_atoms`` of the served models."""
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     """Origins allowed to call the API from a browser (comma-separated in the environment);
     empty: same origin only."""

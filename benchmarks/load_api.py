@@ -9,6 +9,12 @@ client then waits that long, as a well-behaved client would. Anything else that 
 an error. The resident memory of each server worker process is read before, during (every
 second) and after the load. Pass criteria: no errors; each worker's RSS under 1.5 GB and flat
 (end - start < max(64 MB, 10 %)). Without --checkpoint: as in bench_api.py.
+
+    .venv/bin/python benchmarks/load_api.py --burst 3 --clients 40 --n 1000 --properties
+
+With ``--burst K``, a cold server (no warm-up) instead gets ``--clients`` requests at once, K
+times, each burst after the last one's answers: how many of each are answered 200, 503 (refused
+at once, with Retry-After) and 504 (waited for the request timeout), and how long they took.
 """
 
 from __future__ import annotations
@@ -112,9 +118,10 @@ class Connection:
         self.reader = self.writer = None
 
 
-async def client(port: int, n: int, deadline: float, budget: list[int], tally: Tally) -> None:
+async def client(port: int, n: int, deadline: float, budget: list[int], tally: Tally,
+                 properties: bool = False) -> None:
     connection = Connection(port)
-    body = json.dumps({"n": n}).encode()
+    body = json.dumps({"n": n, "properties": properties}).encode()
     while time.monotonic() < deadline and budget[0] > 0:
         budget[0] -= 1
         started = time.perf_counter()
@@ -137,14 +144,44 @@ async def client(port: int, n: int, deadline: float, budget: list[int], tally: T
 
 
 async def run_load(
-    port: int, clients: int, n: int, duration: float, max_requests: int
+    port: int, clients: int, n: int, duration: float, max_requests: int, properties: bool = False
 ) -> tuple[Tally, float]:
     tally = Tally()
     budget = [max_requests]
     started = time.monotonic()
     deadline = started + duration
-    await asyncio.gather(*(client(port, n, deadline, budget, tally) for _ in range(clients)))
+    await asyncio.gather(*(client(port, n, deadline, budget, tally, properties) for _ in range(clients)))
     return tally, time.monotonic() - started
+
+
+async def burst(port: int, clients: int, body: bytes) -> list[tuple[int, float, str]]:
+    """``clients`` requests at once, each on its own connection: (status, seconds, Retry-After)."""
+
+    async def one() -> tuple[int, float, str]:
+        connection = Connection(port)
+        started = time.perf_counter()
+        try:
+            status, headers, _ = await connection.post("/v1/generate", body)
+        finally:
+            connection.close()
+        return status, time.perf_counter() - started, headers.get("retry-after", "")
+
+    return await asyncio.gather(*(one() for _ in range(clients)))
+
+
+def run_bursts(port: int, clients: int, body: bytes, count: int) -> None:
+    print("| burst | 200 | 503 | 504 | other | slowest 200 s | slowest 503 s | Retry-After s | took s |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for k in range(1, count + 1):
+        started = time.perf_counter()
+        answers = asyncio.run(burst(port, clients, body))
+        took = time.perf_counter() - started
+        by_status = {code: [t for status, t, _ in answers if status == code] for code in (200, 503, 504)}
+        other = sum(1 for status, _, _ in answers if status not in by_status)
+        retry = sorted({int(r) for status, _, r in answers if status == 503 and r.isdigit()})
+        slowest = [f"{max(by_status[code]):.2f}" if by_status[code] else "-" for code in (200, 503)]
+        print(f"| {k} | {len(by_status[200])} | {len(by_status[503])} | {len(by_status[504])} | {other} | "
+              f"{slowest[0]} | {slowest[1]} | {', '.join(map(str, retry)) or '-'} | {took:.1f} |")
 
 
 def percentile(values: list[float], q: int) -> float:
@@ -159,6 +196,9 @@ def main() -> None:
     parser.add_argument("--max-requests", type=int, default=100_000, help="stop after this many requests")
     parser.add_argument("--workers", type=int, default=1, help="server processes (molgan serve --workers)")
     parser.add_argument("--max-queue", type=int, default=None, help="MOLGAN_MAX_QUEUE for the server")
+    parser.add_argument("--properties", action="store_true", help="ask for properties too")
+    parser.add_argument("--burst", type=int, default=0, help="K bursts of --clients requests at once "
+                        "on a cold server instead of the timed load")
     parser.add_argument("--checkpoint", type=Path, default=None)
     parser.add_argument("--config", type=Path, default=REPO / "configs" / "qm9.yaml",
                         help="architecture when no checkpoint exists")
@@ -171,16 +211,29 @@ def main() -> None:
         env["MOLGAN_MAX_QUEUE"] = str(args.max_queue)
     with tempfile.TemporaryDirectory(prefix="molgan-load-api-") as tmp:
         checkpoint, described = benchmark_checkpoint(args.checkpoint, Path(tmp), args.config)
+        if args.burst:
+            body = json.dumps({"n": args.n, "properties": args.properties}).encode()
+            with ServerProcess(checkpoint, env=env, workers=args.workers) as server:
+                print(f"{described}; molgan serve --workers {args.workers} on 127.0.0.1 (default MOLGAN_* "
+                      f"settings); {args.burst} bursts of {args.clients} x {body.decode()}")
+                print()
+                run_bursts(server.port, args.clients, body, args.burst)
+                tracebacks = server.log.count("Traceback")
+            print(f"\ntracebacks in the server log: {tracebacks}")
+            return
         with ServerProcess(checkpoint, env=env, workers=args.workers) as server:
             pids = worker_pids(server.pid)
             idle = {pid: rss_bytes(pid) for pid in pids}
-            asyncio.run(run_load(server.port, min(args.clients, 8), args.n, 3.0, 200))  # warm-up
+            warm_up = run_load(server.port, min(args.clients, 8), args.n, 3.0, 200, args.properties)
+            asyncio.run(warm_up)
             start = {pid: rss_bytes(pid) for pid in pids}
             watch = MemoryWatch(pids)
             watch.start()
             server_pids = sorted({server.pid, *pids})
             client_cpu, server_cpu = time.process_time(), sum(cpu_seconds(p) for p in server_pids)
-            load = run_load(server.port, args.clients, args.n, args.duration, args.max_requests)
+            load = run_load(
+                server.port, args.clients, args.n, args.duration, args.max_requests, args.properties
+            )
             tally, elapsed = asyncio.run(load)
             client_cpu = time.process_time() - client_cpu
             server_cpu = sum(cpu_seconds(p) for p in server_pids) - server_cpu
@@ -192,7 +245,8 @@ def main() -> None:
     ok = len(tally.latencies)
     print(f"{described}; server: molgan serve --workers {args.workers} on 127.0.0.1 (default MOLGAN_* "
           f"settings{'' if args.max_queue is None else f', MOLGAN_MAX_QUEUE={args.max_queue}'}); "
-          f"{args.clients} clients x {{\"n\": {args.n}}} for {elapsed:.1f} s")
+          f"{args.clients} clients x {{\"n\": {args.n}, \"properties\": {str(args.properties).lower()}}} "
+          f"for {elapsed:.1f} s")
     print()
     print("| requests ok | 503 + Retry-After | errors | molecules/s | requests/s | p50 ms | p90 ms | p99 ms "
           "| server p50 ms | server p99 ms |")

@@ -23,7 +23,7 @@ from rdkit import Chem
 
 from molgan.api.app import create_app
 from molgan.api.deps import loaded_service
-from molgan.api.schemas import GenerateResponse
+from molgan.api.schemas import GenerateResponse, export_limits
 from molgan.api.settings import Settings, get_settings
 from molgan.checkpoint import CheckpointError
 from molgan.chem import is_valid
@@ -35,6 +35,8 @@ from tests.api_support import write_template_checkpoint
 from tests.conftest import DEBUG_CONFIG
 
 MAX_N = 200
+# Characters per SMILES that MAX_N of them may have in an export body of at most 64 KiB.
+EXPORT_LENGTH = export_limits(MAX_N, 65536)[1]
 
 
 @pytest.fixture(scope="module")
@@ -322,11 +324,13 @@ def test_export_of_generated_molecules(client: TestClient) -> None:
     ("body", "field", "says"),
     [
         ({"smiles": ["CCO", "C1CC"], "format": "csv"}, "smiles.1", "does not parse"),
-        ({"smiles": ["CCO", "not a molecule"], "format": "sdf"}, "smiles.1", "does not parse"),
+        ({"smiles": ["CCO", "C1C(=O"], "format": "sdf"}, "smiles.1", "does not parse"),
+        ({"smiles": ["CCO", "not a molecule"], "format": "sdf"}, "smiles.1", "printable ASCII"),
+        ({"smiles": ["CCO", "CC", "C" * 37], "format": "csv"}, "smiles.2", "37 heavy atoms; this server"),
         ({"smiles": [], "format": "csv"}, "smiles", "at least 1 item"),
         ({"smiles": ["C"] * (MAX_N + 1), "format": "sdf"}, "smiles", f"at most {MAX_N} items"),
         ({"smiles": ["CCO", ""], "format": "csv"}, "smiles.1", "at least 1 character"),
-        ({"smiles": ["C" * 501], "format": "csv"}, "smiles.0", "at most 500 characters"),
+        ({"smiles": ["C" * (EXPORT_LENGTH + 1)], "format": "csv"}, "smiles.0", f"most {EXPORT_LENGTH} char"),
         ({"smiles": "CCO", "format": "csv"}, "smiles", "valid list"),
         ({"smiles": ["CCO", 5], "format": "csv"}, "smiles.1", "valid string"),
         ({"smiles": ["CCO"], "format": "pdf"}, "format", "'csv' or 'sdf'"),
@@ -353,7 +357,8 @@ def test_model_metadata(client: TestClient, sampler: MoleculeSampler, api_checkp
     assert info["checkpoint"] == "debug.safetensors"
     assert info["sha256"] == hashlib.sha256(api_checkpoint.read_bytes()).hexdigest()
     assert str(api_checkpoint.parent) not in response.text
-    assert info["limits"] == {"max_molecules": MAX_N, "max_body_bytes": 65536, "request_timeout_s": 30.0}
+    assert info["limits"] == {"max_molecules": MAX_N, "max_body_bytes": 65536, "request_timeout_s": 30.0,
+                              "max_heavy_atoms": 4 * sampler.vocab.max_atoms}
 
 
 def test_model_metrics_that_json_cannot_hold_are_text(tmp_path: Path) -> None:
@@ -382,6 +387,8 @@ def test_not_ready_before_the_model_is_loaded(api_checkpoint: Path) -> None:
     assert response.json() == {"detail": "the model is not loaded"}
     assert client.get("/v1/model").status_code == 503
     assert client.post("/v1/export", json={"smiles": ["CCO"], "format": "csv"}).status_code == 503
+    # Depict's limit on heavy atoms comes with the models.
+    assert client.get("/v1/depict", params={"smiles": "CCO"}).status_code == 503
     assert metric(client.get("/metrics").text, "molgan_work_pending") == 0
 
 
@@ -499,7 +506,8 @@ def test_openapi_describes_the_endpoints_exactly(client: TestClient) -> None:
     export_request = schemas["ExportRequest"]
     assert export_request["additionalProperties"] is False
     smiles = export_request["properties"]["smiles"]
-    assert (smiles["minItems"], smiles["maxItems"], smiles["items"]["maxLength"]) == (1, MAX_N, 500)
+    assert (smiles["minItems"], smiles["maxItems"], smiles["items"]["maxLength"]) == (1, MAX_N, EXPORT_LENGTH)
+    assert smiles["items"]["pattern"] == "^[!-~]+$"
     assert export_request["properties"]["format"]["enum"] == ["csv", "sdf"]
     export_op = spec["paths"]["/v1/export"]["post"]
     assert set(export_op["responses"]["200"]["content"]) == {"text/csv", "chemical/x-mdl-sdfile"}

@@ -1,7 +1,7 @@
 """Two or more training recipes timed side by side: generator steps/s and the ratio to the first.
 
     python benchmarks/bench_recipes.py [--config configs/qm9.yaml] \
-        [--variant old=configs/ablation/critic_2026_11.yaml --variant new=] [--processes 1,2]
+        [--variant qm9.yaml= --variant cheap=configs/ablation/cheap_critic.yaml] [--processes 1,2]
 
 Each variant is ``NAME=OVERLAY`` (a partial config laid over ``--config``; empty: the config as it
 is). Every variant runs ``benchmarks/bench_train.py`` with one thread per process, as one process
@@ -21,7 +21,7 @@ from pathlib import Path
 
 from bench_cores import BENCH_TRAIN, ROOT, run
 
-DEFAULT_VARIANTS = ["before=configs/ablation/critic_2026_11.yaml", "qm9.yaml="]
+DEFAULT_VARIANTS = ["qm9.yaml=", "cheap_critic=configs/ablation/cheap_critic.yaml"]
 
 
 def main() -> None:

@@ -1,7 +1,7 @@
 """Training throughput and peak memory of a config (default: configs/qm9.yaml).
 
     python benchmarks/bench_train.py [--config configs/qm9.yaml] [--steps 300] [--repeats 3]
-    python benchmarks/bench_train.py --overlay configs/ablation/critic_2026_11.yaml   # a variant
+    python benchmarks/bench_train.py --overlay configs/ablation/cheap_critic.yaml   # a variant
     python benchmarks/bench_train.py --device cuda
     torchrun --standalone --nproc_per_node=2 benchmarks/bench_train.py --set train.threads=1
 

@@ -15,7 +15,6 @@ if TYPE_CHECKING:
 app = typer.Typer(no_args_is_help=True, help="MolGAN-style molecular graph generator.")
 
 
-
 def _exit_on_sigterm() -> None:
     """SIGTERM ends the command as Ctrl-C does, through its clean-up (worker processes ended,
     files closed), rather than at once, which would orphan the featurizing workers. Training

@@ -309,6 +309,18 @@ def evaluate(
     min_p: MinPOpt = None,
     mode: ModeOpt = None,
     fcd: Annotated[bool, typer.Option(help="Also compute FCD (needs the 'fcd' extra).")] = False,
+    objectives: Annotated[
+        bool,
+        typer.Option(help="Also report the MolGAN paper's normalized QED, logP and SA scores "
+                     "(invalid = 0), the mean property of the valid samples and the distinct "
+                     "hits per 10,000 samples."),
+    ] = False,
+    hit: Annotated[
+        list[str] | None,
+        typer.Option(metavar="OBJECTIVE=VALUE",
+                     help="With --objectives: a hit threshold (default qed=0.6, logp=2.7, "
+                     "sa=2.5; QED and logP at or above it, SA at or below). Repeatable."),
+    ] = None,
     benchmark: Annotated[
         str | None,
         typer.Option(help="'moses': the MOSES benchmark's metrics instead (needs molsets and the "
@@ -327,11 +339,20 @@ def evaluate(
     import json
 
     from molgan.evaluation import DatasetUnavailable, evaluate_sampler
+    from molgan.objectives import parse_hit_rule
 
     if benchmark not in (None, "moses"):
         raise _fail(f"--benchmark must be 'moses', got {benchmark!r}")
     if reference_limit is not None and benchmark is None:
         raise _fail("--reference-limit needs --benchmark moses")
+    if (objectives or hit) and benchmark is not None:
+        raise _fail("--objectives and --hit go without --benchmark")
+    if hit and not objectives:
+        raise _fail("--hit needs --objectives")
+    try:
+        hits = {rule.objective: rule for rule in map(parse_hit_rule, hit or [])}
+    except ValueError as exc:
+        raise _fail(f"--hit: {exc}") from None
     sampler = _load_sampler(checkpoint, model, device)
     settings = _sampling_settings(sampler, mode, temperature, min_p)
     try:
@@ -342,7 +363,8 @@ def evaluate(
                 sampler, n or DEFAULT_SAMPLES, seed=seed, settings=settings,
                 reference_limit=reference_limit)
         else:
-            metrics = evaluate_sampler(sampler, n or 10_000, seed=seed, settings=settings, fcd=fcd)
+            metrics = evaluate_sampler(sampler, n or 10_000, seed=seed, settings=settings, fcd=fcd,
+                                       objectives=objectives, hits=hits)
     except (ImportError, DatasetUnavailable) as exc:
         raise _fail(str(exc)) from None
     except (FileNotFoundError, ValueError) as exc:

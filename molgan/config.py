@@ -119,6 +119,9 @@ class RewardConfig(_Section):
     """Components of ``molgan.rewards.REWARD_COMPONENTS`` and their weights."""
     memory_size: int = Field(0, ge=0)
     """Recent valid samples remembered by the uniqueness component (0 = within the batch only)."""
+    combine: Literal["mean", "product"] = "mean"
+    """How a valid sample's components make its reward: their weighted mean, or the product of
+    each component to the power of its weight (``molgan.rewards``)."""
 
 
 class SamplingConfig(_Section):
@@ -172,6 +175,10 @@ class TrainConfig(_Section):
     critic_joint_forward: bool = False
     """Score the real and generated graphs of a critic update in one forward pass (one larger
     batch) instead of two: equal in exact arithmetic, not in float summation order."""
+    init_generator: str | None = None
+    """Start the generator from this checkpoint's generator (a bundled model's name or a file),
+    to fine-tune it, e.g. towards a property; the critic and the optimisers start afresh. Its
+    model section and vocabulary must equal this run's. Ignored when a run resumes."""
     lam: float = Field(1.0, ge=0.0, le=1.0)
     """Generator loss = lam * WGAN + (1 - lam) * RL (1.0 = pure GAN)."""
     rl_start_step: int = Field(0, ge=0)

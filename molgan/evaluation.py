@@ -8,6 +8,7 @@ from typing import Any
 from molgan.config import DataConfig
 from molgan.data import dataset_from_config
 from molgan.metrics import evaluate_smiles
+from molgan.objectives import OBJECTIVES, HitRule, objective_metrics
 from molgan.sampling import MoleculeSampler
 from molgan.sampling_settings import SamplingSettings
 
@@ -41,9 +42,13 @@ def evaluate_sampler(
     seed: int = 0,
     settings: SamplingSettings | None = None,
     fcd: bool = False,
+    objectives: bool = False,
+    hits: dict[str, HitRule] | None = None,
 ) -> dict[str, Any]:
     """Metrics of ``n`` raw samples (no valency correction, no filtering), drawn with ``settings``
-    (``None``: the checkpoint's defaults).
+    (``None``: the checkpoint's defaults). With ``objectives``, also the MolGAN paper's normalized
+    QED, logP and SA scores and the hits per 10,000 samples (:mod:`molgan.objectives`; ``hits``
+    replaces some of the default hit rules).
 
     Novelty is measured against the training split of the checkpoint's own dataset and FCD
     against its test split, both rebuilt from the config stored in the checkpoint.
@@ -57,9 +62,12 @@ def evaluate_sampler(
     started = time.perf_counter()
     samples = sampler.sample(n, seed=seed, settings=used)
     sampling_s = time.perf_counter() - started
+    smiles = [s.smiles for s in samples]
     metrics = evaluate_smiles(
-        [s.smiles for s in samples], train_smiles, reference_smiles=reference, compute_fcd=fcd
+        smiles, train_smiles, reference_smiles=reference, compute_fcd=fcd
     ).to_dict()
+    if objectives:
+        metrics |= objective_metrics(smiles, OBJECTIVES, hits)
     metrics |= {
         "seed": seed,
         "mode": used.mode,

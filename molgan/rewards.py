@@ -21,7 +21,13 @@ Components, each in [0, 1] for a strictly valid molecule (:func:`molgan.chem.is_
 
 The reward of a strictly invalid sample (``None``, does not sanitize without repairs, or several
 fragments) is 0.
-The reward of a valid one is the weighted mean of its components with the configured weights.
+The reward of a valid one combines its components with the configured weights ``w``:
+
+- ``mean`` (the default): the weighted mean ``sum(w_k c_k) / sum(w_k)``;
+- ``product``: ``prod(c_k ** w_k)`` over the components other than ``validity`` (which is 1 for
+  every valid sample). A property then scales the uniqueness term instead of being added to it,
+  so a repeat of a good molecule is worth less than a new one that is good, and a new one that
+  is bad is worth little.
 SMILES are compared as strings: pass canonical SMILES, as the generator's decoder produces.
 """
 
@@ -42,6 +48,7 @@ from molgan.metrics import sa_score
 
 __all__ = [
     "LOGP_RANGE",
+    "REWARD_COMBINATIONS",
     "REWARD_COMPONENTS",
     "SA_RANGE",
     "SCORED_COMPONENTS",
@@ -53,6 +60,7 @@ __all__ = [
 
 REWARD_COMPONENTS = ("validity", "qed", "logp", "sa", "filters", "uniqueness")
 SCORED_COMPONENTS = ("qed", "logp", "sa", "filters")
+REWARD_COMBINATIONS = ("mean", "product")
 LOGP_RANGE = (-2.0, 3.0)
 SA_RANGE = (2.0, 6.5)
 # Entries are (component, SMILES) pairs: 2**17 holds every score of about 44,000 molecules.
@@ -118,14 +126,17 @@ def clear_scores_cache() -> None:
 
 
 class RewardFunction:
-    """Batch reward: weighted mean of the components of each strictly valid sample, 0 otherwise.
+    """Batch reward: the components of each strictly valid sample combined (``combine``: weighted
+    ``mean`` or weighted ``product``, see the module docstring), 0 otherwise.
 
     ``weights`` maps component names (``REWARD_COMPONENTS``) to non-negative weights, not all 0;
     missing components weigh 0. ``memory_size`` is how many of the most recent valid SMILES scored
     by this object count towards ``uniqueness`` (0: only the current batch).
     """
 
-    def __init__(self, weights: Mapping[str, float], *, memory_size: int = 0) -> None:
+    def __init__(
+        self, weights: Mapping[str, float], *, memory_size: int = 0, combine: str = "mean"
+    ) -> None:
         unknown = sorted(set(weights) - set(REWARD_COMPONENTS))
         if unknown:
             raise ValueError(
@@ -142,6 +153,9 @@ class RewardFunction:
             raise ValueError("reward weights must not all be 0")
         if memory_size < 0:
             raise ValueError(f"memory_size must be >= 0, got {memory_size}")
+        if combine not in REWARD_COMBINATIONS:
+            raise ValueError(f"combine must be one of {list(REWARD_COMBINATIONS)}, got {combine!r}")
+        self.combine = combine
         self.weights: dict[str, float] = clean
         self.memory_size = memory_size
         self._total_weight = sum(clean.values())
@@ -149,7 +163,8 @@ class RewardFunction:
         self._memory_counts: Counter[str] = Counter()
 
     def __repr__(self) -> str:
-        return f"RewardFunction(weights={self.weights}, memory_size={self.memory_size})"
+        return (f"RewardFunction(weights={self.weights}, memory_size={self.memory_size}, "
+                f"combine={self.combine!r})")
 
     def __call__(
         self,
@@ -171,17 +186,20 @@ class RewardFunction:
         batch_counts = Counter(batch)
         w = self.weights
         score_weights = [(k, w[k]) for k in SCORED_COMPONENTS if k in w]
+        product = self.combine == "product"
         rewards = []
         for s, ok in zip(smiles, valid, strict=True):
             if not ok:
                 rewards.append(0.0)
                 continue
-            total = w.get("validity", 0.0)
-            for k, weight in score_weights:
-                total += weight * _component_score(k, s)
+            parts = [(weight, _component_score(k, s)) for k, weight in score_weights]
             if "uniqueness" in w:
-                total += w["uniqueness"] / (batch_counts[s] + self._memory_counts[s])
-            rewards.append(total / self._total_weight)
+                parts.append((w["uniqueness"], 1.0 / (batch_counts[s] + self._memory_counts[s])))
+            if product:
+                rewards.append(math.prod(c**weight for weight, c in parts))
+            else:
+                total = w.get("validity", 0.0) + sum(weight * c for weight, c in parts)
+                rewards.append(total / self._total_weight)
         self._remember(batch)
         # Rounding in the weighted mean may overshoot 1 by an ulp.
         return torch.tensor(rewards, dtype=torch.float32).clamp_(0.0, 1.0)

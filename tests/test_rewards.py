@@ -128,6 +128,19 @@ def test_weighted_mean_of_components():
     assert mixed.tolist() == pytest.approx([0.75, 0.75, 1.0])
 
 
+def test_product_scales_the_uniqueness_term_by_the_property():
+    qed = {s: normalized_scores(s)["qed"] for s in ("c1ccccc1", "CCO")}
+    reward = RewardFunction({"validity": 5.0, "qed": 2.0, "uniqueness": 1.0}, combine="product")
+    out = reward(["c1ccccc1", "c1ccccc1", "CCO", "C.C", None])
+    # validity is 1 for every valid sample, so its weight does not matter in a product
+    assert out.tolist() == pytest.approx(
+        [qed["c1ccccc1"] ** 2 / 2, qed["c1ccccc1"] ** 2 / 2, qed["CCO"] ** 2, 0.0, 0.0], abs=1e-6)
+    alone = RewardFunction({"validity": 1.0}, combine="product")(["CCO", "C1CC"])
+    assert alone.tolist() == [1.0, 0.0]
+    with pytest.raises(ValueError, match="combine must be one of"):
+        RewardFunction({"qed": 1.0}, combine="sum")
+
+
 def test_rewards_stay_in_unit_interval():
     batch = ["CCCCCCCCCC", "OCC(O)C(O)C(O)C(O)CO", "C1C2C3C4C5C2C13CN45", "c1ccccc1", "CCO"] * 3
     weights = dict.fromkeys(REWARD_COMPONENTS, 1.0)

@@ -106,3 +106,38 @@ def test_a_fixed_atom_vocabulary_skips_other_atoms(
     # Without the restriction the charged atoms are part of the vocabulary.
     full = load_dataset(path, max_atoms=9)
     assert {"N+", "O-"} <= set(full.vocab.atoms)
+
+
+def test_init_generator_starts_from_a_checkpoints_generator_and_trains(
+    debug_config: Callable[..., Config], debug_run: Path, tmp_path: Path
+) -> None:
+    from molgan.checkpoint import load_checkpoint
+    from molgan.training.run_dir import BEST
+
+    source = debug_run / BEST
+    saved = load_checkpoint(source).state_dict("generator")
+    trainer = Trainer(debug_config(f"train.init_generator={source}", "train.steps=2",
+                                   "reward.combine=product"), tmp_path / "tuned", progress=False)
+    for name, value in trainer.generator.state_dict().items():
+        assert torch.equal(value, saved[name]), name
+    fresh = Trainer(debug_config(), tmp_path / "fresh", progress=False).generator.state_dict()
+    assert any(not torch.equal(v, saved[k]) for k, v in fresh.items())  # not the default init
+    trainer.train()
+    assert (tmp_path / "tuned" / BEST).is_file()
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [("model.z_dim=8", "another model section"), ("data.atoms=[C,N,O]", "another vocabulary")],
+)
+def test_init_generator_refuses_another_model_or_vocabulary(
+    debug_config: Callable[..., Config], debug_run: Path, tmp_path: Path, override: str, message: str
+) -> None:
+    from molgan.training.run_dir import BEST
+
+    config = debug_config(f"train.init_generator={debug_run / BEST}", override)
+    with pytest.raises(ConfigError, match=message):
+        Trainer(config, tmp_path / "run", progress=False)
+    with pytest.raises(ConfigError, match=r"train\.init_generator: .*not found"):
+        Trainer(debug_config(f"train.init_generator={tmp_path / 'missing.safetensors'}"),
+                tmp_path / "run2", progress=False)

@@ -37,7 +37,14 @@ import torch
 import torch.nn.functional as F
 import yaml
 
-from molgan.checkpoint import Checkpoint, CheckpointError, CheckpointWriter, load_checkpoint, load_state
+from molgan.checkpoint import (
+    Checkpoint,
+    CheckpointError,
+    CheckpointWriter,
+    load_checkpoint,
+    load_state,
+    resolve_checkpoint,
+)
 from molgan.chem import Vocab, decode_and_validate, decode_batch
 from molgan.config import Config, ConfigError, config_from_dict
 from molgan.data import MolDataset, dataset_from_config
@@ -47,6 +54,7 @@ from molgan.gumbel import temperature
 from molgan.metrics import evaluate_smiles
 from molgan.models import GraphLogits, Graphs, build_discriminator, build_generator, build_reward_network
 from molgan.rewards import RewardFunction
+from molgan.sampling import generator_from_checkpoint
 from molgan.sampling_settings import SamplingSettings
 from molgan.training.distributed import Processes, parameter_digest, rank_seed
 from molgan.training.progress import Progress
@@ -211,6 +219,8 @@ class Trainer:
         self.reward_net = (
             build_reward_network(config.model, a, e).to(self.device) if uses_reward_net else None
         )
+        if cfg.init_generator is not None:
+            self._init_generator(cfg.init_generator)
         if seed != cfg.seed:
             torch.manual_seed(seed)  # dropout masks differ between processes
         # The losses that train each model go through these (DDP with several processes: their
@@ -219,9 +229,12 @@ class Trainer:
         self.ddp_generator = processes.wrap(self.generator)
         self.ddp_critic = processes.wrap(self.discriminator)
         self.ddp_reward = processes.wrap(self.reward_net) if self.reward_net is not None else None
-        self.reward_fn = RewardFunction(config.reward.weights, memory_size=config.reward.memory_size)
+        reward = config.reward
+        self.reward_fn = RewardFunction(
+            reward.weights, memory_size=reward.memory_size, combine=reward.combine
+        )
         # Real molecules must not enter the generated-sample memory of the uniqueness reward.
-        self.real_reward_fn = RewardFunction(config.reward.weights)
+        self.real_reward_fn = RewardFunction(reward.weights, combine=reward.combine)
 
         betas = cfg.betas
         self.opt_g = torch.optim.Adam(self.generator.parameters(), lr=cfg.lr_generator, betas=betas)
@@ -236,6 +249,22 @@ class Trainer:
         )
         self.state = TrainState()
         self._signal = 0
+
+    def _init_generator(self, model: str) -> None:
+        """Load ``train.init_generator``'s generator weights (before DDP copies them)."""
+        try:
+            ckpt = load_checkpoint(resolve_checkpoint(model), map_location=self.device)
+            source, config, vocab = generator_from_checkpoint(ckpt, self.device)
+        except (CheckpointError, FileNotFoundError) as exc:
+            raise ConfigError(f"train.init_generator: {exc}") from None
+        if config.model != self.config.model:
+            raise ConfigError(f"train.init_generator: {model!r} has another model section than "
+                              "this config's")
+        if vocab.to_dict() != self.vocab.to_dict():
+            raise ConfigError(f"train.init_generator: {model!r} has another vocabulary than this "
+                              "config's data")
+        self.generator.load_state_dict(source.state_dict())
+        log.info("generator initialised from %s (step %s)", model, ckpt.meta.get("step"))
 
     @property
     def run_dir(self) -> Path:

@@ -97,10 +97,12 @@ class Model:
         temperature: float | None = None,
         min_p: float | None = None,
         fcd: bool = False,
+        objectives: bool = False,
     ) -> dict[str, Any]:
-        """The metrics ``molgan evaluate`` prints, for ``n`` raw samples of this model."""
+        """The metrics ``molgan evaluate`` prints, for ``n`` raw samples of this model; with
+        ``objectives``, also the MolGAN paper's property scores and hits (``molgan.objectives``)."""
         return evaluate_sampler(self.sampler, n, seed=seed, settings=self.settings(mode, temperature, min_p),
-                                fcd=fcd)
+                                fcd=fcd, objectives=objectives)
 
     def score(self, smiles: Sequence[str | None], *, fcd: bool = False) -> dict[str, Any]:
         """Metrics of any SMILES against this model's dataset: novelty against its training

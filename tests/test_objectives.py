@@ -10,6 +10,7 @@ from rdkit import Chem
 from rdkit.Chem import QED, Crippen
 from typer.testing import CliRunner
 
+import molgan
 from molgan.cli import app
 from molgan.metrics import sa_score
 from molgan.objectives import (
@@ -86,6 +87,9 @@ def test_evaluate_objectives_scores_the_samples(toy_checkpoint: Path) -> None:
     assert any(s is not None for s in smiles)
     for key, value in expected.items():
         assert metrics[key] == (pytest.approx(value) if isinstance(value, float) else value), key
+    from_python = molgan.load(toy_checkpoint).evaluate(60, seed=3, objectives=True)
+    assert from_python["qed_hits"] == objective_metrics(smiles)["qed_hits"]  # the default rule
+    assert from_python["logp_normalized"] == pytest.approx(metrics["logp_normalized"])
 
 
 @pytest.mark.parametrize(

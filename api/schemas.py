@@ -200,6 +200,9 @@ class Limits(BaseModel):
 
 class ModelInfo(ModelSummary):
     sha256: str = Field(description="SHA-256 of the checkpoint file, to tell checkpoints of one name apart.")
+    objectives: list[Literal["qed", "logp", "sa"]] = Field(
+        description="Properties its training reward steered towards (empty: validity and variety "
+        "alone).")
     vocab: Vocabulary
     sampling: SamplingDefaults = Field(description="Used for what a request does not set.")
     z_dim: int = Field(description="Size of the generator's noise vector.")

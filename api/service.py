@@ -25,6 +25,7 @@ from molgan.api.schemas import Limits, ModelInfo, ModelSummary, json_safe
 from molgan.api.settings import Settings
 from molgan.checkpoint import CheckpointError, evaluation_report
 from molgan.device import DeviceError
+from molgan.objectives import rewarded_objectives
 from molgan.sampling import MoleculeSampler
 from molgan.sampling_settings import SamplingError
 
@@ -108,6 +109,7 @@ def model_info(name: str, sampler: MoleculeSampler, checkpoint: Path, settings: 
         step=meta["step"],
         checkpoint=checkpoint.name,
         sha256=hashlib.sha256(checkpoint.read_bytes()).hexdigest(),
+        objectives=rewarded_objectives(sampler.config.reward.weights),
         vocab=meta["vocab"],
         sampling=meta["sampling"],
         z_dim=meta["z_dim"],

@@ -40,6 +40,7 @@ __all__ = [
     "paper_score",
     "parse_hit_rule",
     "raw_property",
+    "rewarded_objectives",
 ]
 
 OBJECTIVES = ("qed", "logp", "sa")
@@ -72,6 +73,12 @@ DEFAULT_HITS: dict[str, HitRule] = {
     "logp": HitRule("logp", 2.7),
     "sa": HitRule("sa", 2.5),
 }
+
+
+def rewarded_objectives(weights: Mapping[str, float]) -> list[str]:
+    """The objectives a training reward's ``weights`` steer towards, in ``OBJECTIVES`` order
+    (empty for a model trained for validity and variety alone)."""
+    return [o for o in OBJECTIVES if weights.get(o, 0.0) > 0]
 
 
 def parse_hit_rule(text: str) -> HitRule:

@@ -41,7 +41,8 @@ def models_dir(tmp_path_factory: pytest.TempPathFactory, api_checkpoint: Path) -
     shutil.copy(api_checkpoint, folder / "chain.safetensors")
     (folder / "chain.eval.json").write_text(json.dumps(FIGURES))
     write_template_checkpoint(
-        load_config(DEBUG_CONFIG), folder / "branch.safetensors", seed=5, metrics={"validity": 0.25}
+        load_config(DEBUG_CONFIG, ["reward.weights={validity: 1.0, sa: 0.5, qed: 2.0}"]),
+        folder / "branch.safetensors", seed=5, metrics={"validity": 0.25}
     )
     (folder / "notes.txt").write_text("not a checkpoint")
     return folder
@@ -157,6 +158,7 @@ def test_models_lists_every_model_with_its_vocabulary_defaults_and_figures(
     by_name = {m["name"]: m for m in listed["models"]}
     assert by_name["chain"]["metrics"] == FIGURES  # the report beside the checkpoint
     assert by_name["branch"]["metrics"] == {"validity": 0.25}  # none beside it: the checkpoint's own
+    assert by_name["branch"]["objectives"] == ["qed", "sa"] and by_name["chain"]["objectives"] == []
     assert str(models_dir) not in response.text  # names, file names and hashes, never paths
 
 

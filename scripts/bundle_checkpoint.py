@@ -5,8 +5,8 @@
     python scripts/bundle_checkpoint.py runs/qm9/best.safetensors --force   # replace the bundled one
 
 Keeps only the generator (what sampling needs), sets the default sampling temperature and min-p if given,
-evaluates it with ``molgan.evaluation.evaluate_sampler`` (seed 0, FCD included) and stores that
-evaluation in the checkpoint's metadata and beside it as JSON.
+evaluates it with ``molgan.evaluation.evaluate_sampler`` (seed 0, FCD and the property objectives
+included) and stores that evaluation in the checkpoint's metadata and beside it as JSON.
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ def main() -> None:
     generator_tensors = {k: v for k, v in ckpt.tensors.items() if k.startswith("generator.")}
     generator, config, vocab = generator_from_checkpoint(Checkpoint(generator_tensors, meta, ckpt.path))
     sampler = MoleculeSampler(generator, vocab, config, meta)
-    evaluation = evaluate_sampler(sampler, args.samples, seed=0, fcd=True)
+    evaluation = evaluate_sampler(sampler, args.samples, seed=0, fcd=True, objectives=True)
 
     writer = CheckpointWriter(meta | {"evaluation": evaluation})
     writer.tensors.update(generator_tensors)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ast
 import hashlib
+import json
 import os
 import signal
 import subprocess
@@ -17,7 +18,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from molgan.checkpoint import bundled_checkpoint_path
+import molgan
+from molgan.checkpoint import bundled_checkpoint_path, load_checkpoint
 from molgan.cli import app
 from molgan.config import Config, ConfigError, load_config, read_config_file
 from molgan.sampling_settings import SamplingSettings
@@ -141,6 +143,25 @@ def test_bundling_refuses_to_replace_the_bundled_model_unless_told(toy_checkpoin
     assert done.returncode == 2
     assert "give --out PATH, or --force" in done.stderr
     assert hashlib.sha256(bundled.read_bytes()).hexdigest() == before
+
+
+def test_bundling_keeps_the_generator_and_reports_its_scores(
+    debug_run: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "small.safetensors"
+    done = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "scripts" / "bundle_checkpoint.py"),
+         str(debug_run / "last.safetensors"), "--out", str(out), "--samples", "60", "--temperature", "1.2"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    report = json.loads(out.with_suffix(".eval.json").read_text())
+    model = molgan.load(out)
+    assert model.sampler.config.sampling.temperature == 1.2  # the default it was given
+    assert report == model.evaluate(60, seed=0, fcd=True, objectives=True) | {
+        "sampling_seconds": report["sampling_seconds"]}
+    assert {"validity", "fcd", "qed_normalized", "qed_hits", "sa_hit_rule"} <= set(report)
+    assert all(k.startswith("generator.") for k in load_checkpoint(out).tensors)
 
 
 def invoke(*args: str | Path) -> tuple[int, str, str]:

@@ -46,6 +46,9 @@ def main() -> None:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="Override a config key, as `molgan train --set` does (repeatable).")
     parser.add_argument("--json", action="store_true", help="Print the row as one JSON object.")
+    parser.add_argument("--profile", type=int, default=0, metavar="K",
+                        help="Then profile K more steps with torch.profiler and print where the "
+                        "time went: the step's parts and the top operators by self CPU time.")
     args = parser.parse_args()
 
     overrides = [*args.overrides, *([f"train.device={args.device}"] if args.device else [])]
@@ -75,6 +78,8 @@ def main() -> None:
                 trainer.train_step(tau)
                 trainer.state.step += 1
             rates.append(args.steps / (now() - started))
+        if args.profile and processes.is_main:
+            profile_steps(trainer, tau, args.profile)
         eval_started = now()
         if processes.is_main:  # as in training: one process evaluates, the others wait
             trainer.evaluate()
@@ -105,6 +110,29 @@ def main() -> None:
     print("| " + " | ".join(row) + " |")
     print("|" + "---|" * len(row))
     print("| " + " | ".join(str(value) for value in row.values()) + " |")
+
+
+def profile_steps(trainer: Trainer, tau: float, steps: int) -> None:
+    """Print the parts of ``steps`` training steps (the trainer's ``record_function`` labels) and
+    the operators with the most self CPU time, as markdown."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(steps):
+            trainer.train_step(tau)
+    events = prof.key_averages()
+    parts = [e for e in events if e.key in ("critic_update", "generator_update", "reward_network_update")]
+    total = sum(e.cpu_time_total for e in parts)
+    print(f"| part of {steps} steps | calls | CPU time (ms) | share |\n|---|---:|---:|---:|")
+    for e in sorted(parts, key=lambda e: -e.cpu_time_total):
+        print(f"| {e.key} | {e.count} | {e.cpu_time_total / 1e3:.0f} | {e.cpu_time_total / total:.0%} |")
+    ops = sorted((e for e in events if e.key.startswith("aten::")), key=lambda e: -e.self_cpu_time_total)
+    self_total = sum(e.self_cpu_time_total for e in events if e.key.startswith("aten::"))
+    print("\n| operator | calls | self CPU (ms) | share of operators |\n|---|---:|---:|---:|")
+    for e in ops[:12]:
+        print(f"| `{e.key}` | {e.count} | {e.self_cpu_time_total / 1e3:.0f} | "
+              f"{e.self_cpu_time_total / self_total:.0%} |")
+    print()
 
 
 if __name__ == "__main__":

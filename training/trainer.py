@@ -36,6 +36,7 @@ from typing import IO, Any
 import torch
 import torch.nn.functional as F
 import yaml
+from torch.profiler import record_function
 
 from molgan.checkpoint import (
     Checkpoint,
@@ -391,14 +392,18 @@ class Trainer:
         for this process's share of the batch."""
         n_critic = self.config.train.n_critic
         stats: dict[str, float] = {}
+        # The labels name the parts in a torch.profiler table (benchmarks/bench_train.py --profile).
         for i in range(n_critic):
-            # With a lazy penalty the last update that took one reports it.
-            stats |= self.critic_step(tau, self.state.step * n_critic + i)
-        update = self.generator_step(tau)
+            with record_function("critic_update"):
+                # With a lazy penalty the last update that took one reports it.
+                stats |= self.critic_step(tau, self.state.step * n_critic + i)
+        with record_function("generator_update"):
+            update = self.generator_step(tau)
         stats |= update.stats
         if self.reward_net is not None:
-            # Only the reward_net estimator builds one; its rewards are those of the relaxed graphs.
-            stats |= self.reward_step(update.relaxed, update.rl.reward)
+            with record_function("reward_network_update"):
+                # Only the reward_net estimator builds one; its rewards are those of the relaxed graphs.
+                stats |= self.reward_step(update.relaxed, update.rl.reward)
         return stats
 
     # ------------------------------------------------------------------------------ evaluation

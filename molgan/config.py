@@ -167,11 +167,12 @@ class TrainConfig(_Section):
     gp_fraction: float = Field(1.0, gt=0.0, le=1.0)
     """Share of each process's batch (in whole PacGAN packs) whose interpolates the penalty is
     taken on: an unbiased estimate of the full penalty from fewer double backwards."""
-    critic_dtype: Literal["float32", "bfloat16"] = "float32"
+    critic_dtype: Literal["float32", "bfloat16", "auto"] = "float32"
     """What the critic's updates compute in: ``bfloat16`` runs them under autocast (matrix
     products in bfloat16, about twice as fast on CPUs with bfloat16 instructions and on GPUs),
     with weights, gradients' accumulation and Adam in float32. The generator's update, and so its
-    gradient through the critic, stays float32."""
+    gradient through the critic, stays float32. ``auto``: bfloat16 where the device computes it
+    natively (``molgan.device.fast_bfloat16``), else float32."""
     critic_joint_forward: bool = False
     """Score the real and generated graphs of a critic update in one forward pass (one larger
     batch) instead of two: equal in exact arithmetic, not in float summation order."""

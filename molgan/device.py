@@ -52,6 +52,22 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
+def fast_bfloat16(device: torch.device) -> bool:
+    """Whether bfloat16 matrix products run natively on ``device``: a CUDA GPU that supports
+    them, or a CPU with AVX512-BF16 or AMX instructions. Elsewhere they are emulated, slower than
+    float32."""
+    import torch
+
+    if device.type == "cuda":
+        return bool(torch.cuda.is_bf16_supported())
+    if device.type == "cpu":
+        # Private in torch 2.13; absent in another version means "not known to be fast".
+        names = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+        checks = [getattr(torch.cpu, name, None) for name in names]
+        return any(check is not None and check() for check in checks)
+    return False
+
+
 def graphs_to_host(atoms: torch.Tensor, bonds: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Integer graphs, atoms (B, N) and bonds (B, N, N), as uint8 on the CPU for RDKit.
 

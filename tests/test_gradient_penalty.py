@@ -106,3 +106,16 @@ def test_a_bfloat16_critic_keeps_float32_weights_and_matches_float32_closely(
     weights = {dtype: list(run.discriminator.parameters()) for dtype, run in runs.items()}
     for a, b in zip(weights["float32"], weights["bfloat16"], strict=True):
         torch.testing.assert_close(a, b, rtol=0.05, atol=2e-3)
+
+
+def test_auto_critic_dtype_is_bfloat16_exactly_where_the_device_computes_it_natively(
+    debug_config: Callable[..., Config], tmp_path: Path
+) -> None:
+    from molgan.device import fast_bfloat16
+
+    auto = trainer(debug_config, tmp_path / "auto", "train.critic_dtype=auto")
+    assert auto.critic_bfloat16 == fast_bfloat16(torch.device("cpu"))
+    chosen = "bfloat16" if auto.critic_bfloat16 else "float32"
+    explicit = trainer(debug_config, tmp_path / chosen, f"train.critic_dtype={chosen}")
+    assert auto.critic_step(auto.tau(), 0) == explicit.critic_step(explicit.tau(), 0)
+    assert not trainer(debug_config, tmp_path / "f32", "train.critic_dtype=float32").critic_bfloat16

@@ -49,7 +49,7 @@ from molgan.checkpoint import (
 from molgan.chem import Vocab, decode_and_validate, decode_batch
 from molgan.config import Config, ConfigError, config_from_dict
 from molgan.data import MolDataset, dataset_from_config
-from molgan.device import DeviceError, graphs_to_host, resolve_device
+from molgan.device import DeviceError, fast_bfloat16, graphs_to_host, resolve_device
 from molgan.files import atomic_write
 from molgan.gumbel import temperature
 from molgan.metrics import evaluate_smiles
@@ -229,6 +229,11 @@ class Trainer:
         # away, call the models themselves.
         self.ddp_generator = processes.wrap(self.generator)
         self.ddp_critic = processes.wrap(self.discriminator)
+        self.critic_bfloat16 = cfg.critic_dtype == "bfloat16" or (
+            cfg.critic_dtype == "auto" and fast_bfloat16(self.device)
+        )
+        if cfg.critic_dtype == "auto":
+            log.info("critic updates in %s", "bfloat16" if self.critic_bfloat16 else "float32")
         self.ddp_reward = processes.wrap(self.reward_net) if self.reward_net is not None else None
         reward = config.reward
         self.reward_fn = RewardFunction(
@@ -315,7 +320,7 @@ class Trainer:
             fake = logits.relax(self.config.model.estimator, tau, self.rng)
         eps = torch.rand(self.local_batch, generator=self.rng, device=self.device)
         # bfloat16 autocast: the matrix products at half the cost; weights and Adam stay float32.
-        with torch.autocast(self.device.type, torch.bfloat16, enabled=cfg.critic_dtype == "bfloat16"):
+        with torch.autocast(self.device.type, torch.bfloat16, enabled=self.critic_bfloat16):
             loss, w_distance, gp = critic_loss(
                 self.ddp_critic, real, fake, eps, self.penalty(update), joint=cfg.critic_joint_forward
             )

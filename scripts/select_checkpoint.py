@@ -2,7 +2,8 @@
 
     python scripts/select_checkpoint.py runs/qm9 [--samples 10000] [--seed 1] [--min-validity 0.975]
         [--min-uniqueness 0] [--rank-by uniqueness|fcd] [--fcd-samples 2000]
-        [--temperatures 0.9,1.0,...] [--min-ps 0,0.02,...] [--out scores.jsonl]
+        [--temperatures 0.9,1.0,...] [--min-ps 0,0.02,...] [--from-step S] [--every K]
+        [--out scores.jsonl]
 
 Scores every snapshot of ``runs/qm9/snapshots`` (written with ``train.keep_snapshots=true``) under
 a grid of Gumbel-Max temperatures and min-p values. Among the settings at or above both floors
@@ -82,6 +83,9 @@ def main() -> None:
     parser.add_argument("--temperatures", default=",".join(map(str, TEMPERATURES)))
     parser.add_argument("--min-ps", default=",".join(map(str, MIN_PS)))
     parser.add_argument("--from-step", type=int, default=0, help="Skip earlier snapshots.")
+    parser.add_argument("--every", type=int, default=None, metavar="K",
+                        help="Only the snapshots whose step is a multiple of K (a coarser grid for "
+                        "long runs).")
     parser.add_argument("--out", type=Path, default=None, help="Also write every score as JSON lines.")
     args = parser.parse_args()
     temperatures = _numbers(parser, "--temperatures", args.temperatures)
@@ -97,7 +101,10 @@ def main() -> None:
             parser.error("argument --rank-by fcd: needs the 'fcd' extra (pip install 'molgan[fcd]')")
 
     run = RunDir(args.run_dir)
-    snapshots = [path for _, path in run.snapshots(from_step=args.from_step)]
+    if args.every is not None and args.every < 1:
+        parser.error(f"--every must be >= 1, got {args.every}")
+    snapshots = [path for step, path in run.snapshots(from_step=args.from_step)
+                 if args.every is None or step % args.every == 0]
     if not snapshots:
         raise SystemExit(f"no snapshots in {run.snapshot_dir} (train with train.keep_snapshots=true)")
     # Snapshots of one run share their dataset: its validation split is read once.

@@ -88,6 +88,14 @@ def test_select_skips_snapshots_before_from_step(run_with_snapshots: Path, tmp_p
     assert scored == {str(RunDir(run_with_snapshots).snapshot(40))}
 
 
+def test_select_takes_every_kth_snapshot(run_with_snapshots: Path, tmp_path: Path) -> None:
+    out = tmp_path / "scores.jsonl"
+    result = select(run_with_snapshots, "--min-validity", "0", "--every", "15", "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    scored = {json.loads(line)["snapshot"] for line in out.read_text().splitlines()}
+    assert scored == {str(RunDir(run_with_snapshots).snapshot(30))}  # not step 40
+
+
 # --------------------------------------------------------------------------- ranking by FCD
 
 
@@ -160,7 +168,7 @@ def test_select_applies_the_uniqueness_floor(run_trained_with_snapshots: Path, t
 
 @pytest.mark.parametrize(
     ("option", "value"),
-    [("--fcd-samples", "1"), ("--temperatures", "1.0,warm")],
+    [("--fcd-samples", "1"), ("--temperatures", "1.0,warm"), ("--every", "0")],
 )
 def test_select_rejects_bad_options(run_with_snapshots: Path, option: str, value: str) -> None:
     result = select(run_with_snapshots, option, value)

@@ -133,6 +133,23 @@ def test_the_ablation_refuses_an_unknown_variant_before_training() -> None:
 # --------------------------------------------------------------------------- scripts and CLI
 
 
+def test_time_to_quality_reads_a_runs_evaluations_and_minutes(debug_run: Path) -> None:
+    script = str(REPO_ROOT / "experiments" / "time_to_quality.py")
+    records = [json.loads(line) for line in (debug_run / "metrics.jsonl").read_text().splitlines()]
+    first_eval = next(r for r in records if "eval" in r)
+    minutes = [r["elapsed_s"] / 60 for r in records if "elapsed_s" in r and r["step"] <= first_eval["step"]]
+    low = subprocess.run([sys.executable, script, str(debug_run), "--validity", "0", "--uniqueness", "0"],
+                         capture_output=True, text=True, timeout=120)
+    assert low.returncode == 0, low.stderr
+    assert f"| run | step {first_eval['step']:,}, {minutes[-1]:.1f} min |" in low.stdout
+    high = subprocess.run([sys.executable, script, str(debug_run), "--validity", "1.01"],
+                          capture_output=True, text=True, timeout=120)
+    assert "| run | not reached | best" in high.stdout
+    missing = subprocess.run([sys.executable, script, str(debug_run / "nowhere")],
+                             capture_output=True, text=True, timeout=120)
+    assert missing.returncode == 2 and "no metrics.jsonl" in missing.stderr
+
+
 def test_bundling_refuses_to_replace_the_bundled_model_unless_told(toy_checkpoint: Path) -> None:
     bundled = bundled_checkpoint_path("qm9")
     before = hashlib.sha256(bundled.read_bytes()).hexdigest()

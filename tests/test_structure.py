@@ -297,3 +297,36 @@ def test_sigterm_during_data_prepare_leaves_no_worker_behind(
             os.kill(pid, signal.SIGKILL)
     # Interrupted before featurizing ended: no cache file claims to hold the dataset.
     assert not any((tmp_path / "cache").glob("*.safetensors"))
+
+
+def test_property_sweep_trains_each_weight_and_scores_it(
+    toy_checkpoint: Path, small_smiles_path: Path, tmp_path: Path
+) -> None:
+    from molgan.evaluation import evaluate_sampler
+    from molgan.sampling import MoleculeSampler
+
+    script = str(REPO_ROOT / "experiments" / "property_sweep.py")
+    out = tmp_path / "sweep"
+    done = subprocess.run(
+        [sys.executable, script, "--config", str(REPO_ROOT / "configs" / "debug.yaml"), "--init",
+         str(toy_checkpoint), "--set", f"data.path={small_smiles_path}", "--set", "train.steps=2",
+         "--weights", "1,4", "--samples", "60", "--out", str(out)],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert done.returncode == 0, done.stderr
+    rows = [json.loads(line) for line in (out / "sweep.jsonl").read_text().splitlines()]
+    assert [r["weight"] for r in rows] == [1.0, 4.0]
+    for row in rows:
+        run = out / f"qed-w{row['weight']:g}"
+        config = load_config(run / "config.yaml")
+        assert config.reward.weights == {"validity": 1.0, "uniqueness": 1.0, "qed": row["weight"]}
+        assert config.reward.combine == "product" and config.train.init_generator == str(toy_checkpoint)
+        again = evaluate_sampler(MoleculeSampler.load(run / "last.safetensors"), 60, seed=0, objectives=True)
+        assert row["validity"] == again["validity"] > 0 and row["qed_hits"] == again["qed_hits"]
+    assert (out / "sweep.png").read_bytes().startswith(b"\x89PNG")
+    table = (out / "sweep.md").read_text()
+    assert subprocess.run([sys.executable, script, "--tabulate", str(out)], capture_output=True,
+                          text=True, timeout=120).stdout.strip() == table.strip()
+    bad = subprocess.run([sys.executable, script, "--weights", "1,x", "--out", str(tmp_path / "b")],
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "--weights" in bad.stderr

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from bench_cores import BENCH_TRAIN, ROOT, run
 
-DEFAULT_VARIANTS = ["qm9.yaml=", "cheap_critic=configs/ablation/cheap_critic.yaml"]
+DEFAULT_VARIANTS = ["qm9-2026-12=configs/ablation/qm9-2026-12.yaml", "qm9.yaml="]
 
 
 def main() -> None:

@@ -12,10 +12,10 @@ uniqueness of the run. Runs are independent, so two can share a 2-core machine.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from molgan.config import load_config
+from molgan.training.report import evaluations_in_time
 from molgan.training.run_dir import RunDir
 from molgan.training.trainer import Trainer
 
@@ -25,23 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def evaluations(run_dir: Path) -> tuple[int, list[dict[str, float]]]:
     """Batch size and every evaluation of a run with its training time in minutes."""
     run = RunDir(run_dir)
-    config = load_config(run.config)
-    rows, minutes = [], 0.0
-    for line in run.metrics.read_text().splitlines():
-        record = json.loads(line)
-        if "elapsed_s" in record:
-            minutes = record["elapsed_s"] / 60
-        if "eval" in record:
-            e = record["eval"]
-            rows.append(
-                {
-                    "step": record["step"],
-                    "minutes": minutes,
-                    "validity": e["gumbel_validity"],
-                    "uniqueness": e["gumbel_uniqueness"],
-                }
-            )
-    return config.train.batch_size, rows
+    return load_config(run.config).train.batch_size, evaluations_in_time(run.metrics)
 
 
 def tabulate(run_dirs: list[Path], at: list[float]) -> str:

@@ -14,22 +14,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from molgan.training.report import read_metrics
+from molgan.training.report import evaluations_in_time
 from molgan.training.run_dir import RunDir
-
-
-def evaluations_in_time(run_dir: Path) -> list[dict[str, float]]:
-    """Every evaluation of a run: step, minutes of training at that step, validity, uniqueness."""
-    train, evals = read_metrics(RunDir(run_dir).metrics)
-    minutes_at = {r["step"]: r["elapsed_s"] / 60 for r in train if "elapsed_s" in r}
-    rows = []
-    for e in evals:
-        logged = [s for s in minutes_at if s <= e["step"]]
-        if not logged:
-            continue
-        rows.append({"step": e["step"], "minutes": minutes_at[max(logged)],
-                     "validity": e["gumbel_validity"], "uniqueness": e["gumbel_uniqueness"]})
-    return rows
 
 
 def first_reaching(
@@ -44,7 +30,7 @@ def tabulate(run_dirs: list[Path], validity: float, uniqueness: float) -> str:
              f"{uniqueness:.0%} | its validity / uniqueness | run length |",
              "|---|---|---|---|"]
     for run_dir in run_dirs:
-        rows = evaluations_in_time(run_dir)
+        rows = evaluations_in_time(RunDir(run_dir).metrics)
         if not rows:
             raise SystemExit(f"{run_dir}: no evaluation with a logged time in metrics.jsonl")
         last = rows[-1]

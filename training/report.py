@@ -32,6 +32,21 @@ def read_metrics(path: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]
     return [train[k] for k in sorted(train)], [evals[k] for k in sorted(evals)]
 
 
+def evaluations_in_time(path: Path) -> list[dict[str, float]]:
+    """Every evaluation in a run's ``metrics.jsonl`` with the minutes of training logged at or
+    before its step (evaluations included): step, minutes, Gumbel-Max validity and uniqueness.
+    An evaluation before any logged time is left out."""
+    train, evals = read_metrics(path)
+    minutes_at = {r["step"]: r["elapsed_s"] / 60 for r in train if "elapsed_s" in r}
+    rows = []
+    for e in evals:
+        logged = [s for s in minutes_at if s <= e["step"]]
+        if logged:
+            rows.append({"step": e["step"], "minutes": minutes_at[max(logged)],
+                         "validity": e["gumbel_validity"], "uniqueness": e["gumbel_uniqueness"]})
+    return rows
+
+
 def plot_curves(metrics_path: Path, out: Path) -> Path:
     train, evals = read_metrics(metrics_path)
     fig = Figure(figsize=(11, 7), layout="constrained")

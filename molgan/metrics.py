@@ -52,6 +52,7 @@ __all__ = [
     "frechet_chemnet_distance",
     "frechet_distance",
     "internal_diversity",
+    "mol_properties",
     "properties",
     "sa_score",
 ]
@@ -81,7 +82,8 @@ def sa_score(mol: Chem.Mol) -> float:
     return float(_sascorer().calculateScore(mol))
 
 
-def _mol_properties(mol: Chem.Mol) -> dict[str, float]:
+def mol_properties(mol: Chem.Mol) -> dict[str, float]:
+    """QED, Crippen logP, SA score and molecular weight of a sanitized molecule."""
     return {
         "qed": float(QED.qed(mol)),
         "logp": float(Crippen.MolLogP(mol)),
@@ -98,7 +100,7 @@ def properties(smiles: str) -> dict[str, float]:
     mol = to_mol(smiles)
     if mol is None:
         raise ValueError(f"SMILES does not parse/sanitize: {smiles!r}")
-    return _mol_properties(mol)
+    return mol_properties(mol)
 
 
 _POPCOUNT = np.array([bin(i).count("1") for i in range(256)], dtype=np.uint16)
@@ -342,7 +344,7 @@ def evaluate_smiles(
     n_unique = len(unique_mols)
     n_novel = sum(1 for canon in unique_mols if canon not in training_smiles)
 
-    props = [_mol_properties(mol) for mol in unique_mols.values()]
+    props = [mol_properties(mol) for mol in unique_mols.values()]
     diversity = _diversity_of_mols(list(unique_mols.values()), max_pairs=100_000, seed=0)
 
     fcd_value: float | None = None

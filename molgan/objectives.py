@@ -24,11 +24,8 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping, Sequence
 
-from rdkit import Chem
-from rdkit.Chem import QED, Crippen
-
 from molgan.chem import is_valid_mol, mol_to_smiles, sanitized_mol
-from molgan.metrics import sa_score
+from molgan.metrics import mol_properties
 
 __all__ = [
     "DEFAULT_HITS",
@@ -39,7 +36,6 @@ __all__ = [
     "objective_metrics",
     "paper_score",
     "parse_hit_rule",
-    "raw_property",
     "rewarded_objectives",
 ]
 
@@ -97,17 +93,6 @@ def parse_hit_rule(text: str) -> HitRule:
     return HitRule(name, threshold)
 
 
-def raw_property(objective: str, mol: Chem.Mol) -> float:
-    """QED, Crippen logP or SA score of a sanitized molecule."""
-    if objective == "qed":
-        return float(QED.qed(mol))
-    if objective == "logp":
-        return float(Crippen.MolLogP(mol))
-    if objective == "sa":
-        return sa_score(mol)
-    raise ValueError(f"unknown objective {objective!r}; known: {list(OBJECTIVES)}")
-
-
 def paper_score(objective: str, raw: float) -> float:
     """The normalized score in [0, 1] of a raw property value (module docstring)."""
     if objective == "qed":
@@ -148,7 +133,7 @@ def objective_metrics(
         if mol is None or not is_valid_mol(mol):
             raw[s] = None
             continue
-        raw[s] = {o: raw_property(o, mol) for o in objectives}
+        raw[s] = mol_properties(mol)
         canonical[s] = mol_to_smiles(mol)
     valid = [raw[s] for s in samples if s is not None and raw[s] is not None]
     out: dict[str, float | str] = {}

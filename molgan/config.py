@@ -159,7 +159,9 @@ class TrainConfig(_Section):
     lr_discriminator: float = Field(1e-3, gt=0.0)
     lr_reward: float = Field(1e-3, gt=0.0)
     betas: tuple[float, float] = (0.5, 0.9)
-    n_critic: int = Field(5, ge=1)
+    n_critic: int = Field(5, ge=0)
+    """Critic updates per generator step; 0 (with ``lam`` 0) trains the generator on the RL
+    term alone, with no critic work at all."""
     gp_weight: float = Field(10.0, ge=0.0)
     gp_every: int = Field(1, ge=1)
     """Take the gradient penalty at every ``gp_every``-th critic update only, at ``gp_every`` times
@@ -197,6 +199,10 @@ class TrainConfig(_Section):
     truncated policy never draws a class again once it falls below the cut, so it could not
     learn that the class was good). Runs saved before this key sampled at
     ``sampling.temperature``, which ``molgan.training`` keeps for them on resume."""
+    rl_advantage: Literal["centred", "standardised"] = "centred"
+    """REINFORCE: the reward minus its baseline (``centred``), or that divided by the batch's
+    reward spread (``standardised``), so that the policy gradient keeps its size when the reward
+    varies little, e.g. a property's score times the uniqueness term."""
     entropy_weight: float = Field(0.0, ge=0.0)
     """Bonus on the per-choice entropy of the generator's categoricals (REINFORCE only)."""
     critic_reward_weight: float = Field(0.0, ge=0.0)
@@ -272,6 +278,17 @@ class Config(_Section):
             raise ValueError(
                 "train.critic_reward_weight > 0 needs train.rl_estimator: reinforce and model.pack: 1 "
                 f"(got {self.train.rl_estimator!r} and {self.model.pack})"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _no_critic_no_wgan(self) -> Config:
+        # An untrained critic's score would be a random direction in the generator's loss.
+        train = self.train
+        if train.n_critic == 0 and (train.lam > 0 or train.rl_start_step > 0):
+            raise ValueError(
+                "train.n_critic: 0 trains no critic, so it needs train.lam: 0 and "
+                f"train.rl_start_step: 0 (got {train.lam} and {train.rl_start_step})"
             )
         return self
 

@@ -108,6 +108,11 @@ def batch_gradients(processes: Processes) -> dict[str, torch.Tensor]:
         loss = 0.4 * wgan + 0.6 * rl - 0.5 * mode_seeking_ratio(mine(z), logits)
         loss.backward()
         grads |= {f"generator.k{k}.{name}": p.grad.clone() for name, p in generator.named_parameters()}
+    # Standardised advantages divide by the spread of the whole batch's rewards.
+    generator.zero_grad(set_to_none=True)
+    reinforce_loss(ddp_generator(mine(noise[1])), mine(atoms), mine(bonds), mine(reward),
+                   temperature=1.3, standardise=True, batch_mean=processes.mean).backward()
+    grads |= {f"generator.standardised.{name}": p.grad.clone() for name, p in generator.named_parameters()}
     # The leave-one-out baseline exchanges nothing: what is global here is the standardisation of
     # the critic's scores over the valid graphs of the whole batch.
     for penalty_only in (False, True):

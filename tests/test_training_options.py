@@ -1,4 +1,5 @@
-"""The anti-collapse options of the trainer: mode seeking, grouped REINFORCE, fixed vocabularies."""
+"""The anti-collapse options of the trainer: mode seeking, grouped REINFORCE, fixed vocabularies;
+and the options of fine-tuning towards a property: standardised advantages, no critic."""
 
 from __future__ import annotations
 
@@ -8,10 +9,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from molgan.config import Config, ConfigError
+from molgan.config import Config, ConfigError, ModelConfig
 from molgan.data import dataset_from_config, load_dataset
-from molgan.models import GraphLogits
+from molgan.models import GraphLogits, build_generator
+from molgan.sampling_settings import SamplingSettings
+from molgan.training.rl import reinforce_loss
 from molgan.training.trainer import Trainer, mode_seeking_ratio
+from tests.test_training import training_records
 
 
 def test_mode_seeking_ratio_is_zero_when_the_noise_is_ignored() -> None:
@@ -141,3 +145,49 @@ def test_init_generator_refuses_another_model_or_vocabulary(
     with pytest.raises(ConfigError, match=r"train\.init_generator: .*not found"):
         Trainer(debug_config(f"train.init_generator={tmp_path / 'missing.safetensors'}"),
                 tmp_path / "run2", progress=False)
+
+
+def test_standardised_advantages_are_the_centred_ones_over_the_batch_spread() -> None:
+    cfg = ModelConfig(z_dim=7, generator_dims=(11, 13))
+    g = torch.Generator().manual_seed(0)
+    generator = build_generator(cfg, 5, 3, 4)
+    logits = generator(generator.noise(16, g))
+    atoms, bonds = logits.sample(SamplingSettings("gumbel", 1.0, 0.0), g)
+    reward = torch.rand(16, generator=g) * 0.1
+    centred = reinforce_loss(logits, atoms, bonds, reward, temperature=1.0)
+    scaled = reinforce_loss(logits, atoms, bonds, reward, temperature=1.0, standardise=True)
+    torch.testing.assert_close(scaled, centred / reward.std(unbiased=False))
+    # The spread of equal rewards is no scale: the advantages stay 0.
+    same = torch.full((16,), 0.3)
+    torch.testing.assert_close(
+        reinforce_loss(logits, atoms, bonds, same, temperature=1.0, standardise=True),
+        reinforce_loss(logits, atoms, bonds, same, temperature=1.0),
+    )
+
+
+def test_a_run_without_critic_updates_trains_the_generator_on_the_reward_alone(
+    debug_config: Callable[..., Config], tmp_path: Path
+) -> None:
+    # Up to 4 atoms: valid and invalid graphs from the start, so the rewards vary.
+    config = debug_config("data.max_atoms=4", "train.n_critic=0", "train.lam=0", "train.rl_start_step=0",
+                          "train.rl_estimator=reinforce", "train.rl_advantage=standardised",
+                          "train.steps=3", "train.log_every=1")
+    trainer = Trainer(config, tmp_path / "run", progress=False)
+    critic = [p.detach().clone() for p in trainer.discriminator.parameters()]
+    generator = [p.detach().clone() for p in trainer.generator.parameters()]
+    calls: list[int] = []
+    trainer.discriminator.register_forward_hook(lambda *_: calls.append(1))
+    assert trainer.train()["step"] == 3
+    assert calls == []
+    assert all(torch.equal(a, b) for a, b in zip(critic, trainer.discriminator.parameters(), strict=True))
+    assert all(not torch.equal(a, b) for a, b in zip(generator, trainer.generator.parameters(), strict=True))
+    records = training_records(tmp_path / "run")
+    assert sorted(records) == [1, 2, 3] and all("d_loss" not in r for r in records.values())
+
+
+@pytest.mark.parametrize("override", ["train.lam=0.4", "train.rl_start_step=2"])
+def test_no_critic_updates_need_a_generator_on_the_reward_alone(
+    debug_config: Callable[..., Config], override: str
+) -> None:
+    with pytest.raises(ConfigError, match="n_critic: 0 trains no critic"):
+        debug_config("train.n_critic=0", "train.lam=0", "train.rl_estimator=reinforce", override)

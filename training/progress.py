@@ -77,8 +77,9 @@ class Progress:
 
     def show(self, stats: dict[str, float], evaluation: dict[str, Any]) -> None:
         """The latest losses and the validity and uniqueness of the latest evaluation."""
-        values = {
-            "d": f"{stats['d_loss']:.2f}",
+        # No critic loss in a run without critic updates (train.n_critic: 0).
+        values = {"d": f"{stats['d_loss']:.2f}"} if "d_loss" in stats else {}
+        values |= {
             "g": f"{stats['g_loss']:.2f}",
             "valid": f"{evaluation.get('validity', float('nan')):.2f}",
             "uniq": f"{evaluation.get('uniqueness', float('nan')):.2f}",

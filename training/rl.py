@@ -86,7 +86,7 @@ def reinforce(run: RLContext, logits: GraphLogits, relaxed: Graphs, with_loss: b
     loss = reinforce_loss(
         logits, atoms, bonds, reward if critic is None else reward + critic, temperature=tau,
         samples_per_z=cfg.rl_samples_per_z, entropy_weight=cfg.entropy_weight,
-        batch_mean=run.processes.mean,
+        standardise=cfg.rl_advantage == "standardised", batch_mean=run.processes.mean,
     )
     return RLTerm(loss, reward, smiles, valid, critic, stats)
 
@@ -178,6 +178,7 @@ def reinforce_loss(
     temperature: float,
     samples_per_z: int = 1,
     entropy_weight: float = 0.0,
+    standardise: bool = False,
     batch_mean: Callable[[torch.Tensor], torch.Tensor] = torch.mean,
 ) -> torch.Tensor:
     """``-mean((r - baseline) log p(graph)) - entropy_weight * mean entropy`` for B graphs
@@ -188,6 +189,10 @@ def reinforce_loss(
     ``batch_mean`` takes the mean over the whole batch; with several processes it is the mean
     over all of them (``Processes.mean``), so that, with DDP averaging the gradients, every
     process's share gets the gradient of the whole batch. Siblings never straddle processes.
+
+    ``standardise`` divides the advantages by the whole batch's reward spread (population std;
+    not when the rewards are all equal): the step then no longer shrinks with the reward's scale,
+    which a product of several scores makes small, beside the entropy bonus and the WGAN term.
     """
     k = samples_per_z
     if k > 1:
@@ -197,6 +202,11 @@ def reinforce_loss(
         advantage = ((groups - groups.mean(1, keepdim=True)) * k / (k - 1)).flatten()
     else:
         advantage = reward - batch_mean(reward)
+    if standardise:
+        mean = batch_mean(reward)
+        std = batch_mean((reward - mean).pow(2)).sqrt()
+        if std.item() > STD_FLOOR * max(abs(mean.item()), 1.0):
+            advantage = advantage / std
     loss = -(advantage * logits.log_prob(atoms, bonds, temperature)).mean()
     if entropy_weight > 0:
         loss = loss - entropy_weight * logits.entropy().mean()

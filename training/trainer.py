@@ -368,15 +368,17 @@ class Trainer:
         logits = self.ddp_generator(z)
         fake = logits.relax(self.config.model.estimator, tau, self.rng)
         stats: dict[str, float] = {}
-        # The critic itself, not its DDP wrapper: its gradients here are thrown away.
-        wgan = -self.discriminator(fake.atoms, fake.bonds).mean()
-        stats["g_wgan"] = wgan.item()
         rl_on = cfg.lam < 1.0 and self.state.step >= cfg.rl_start_step
         # The RL estimator scores the batch even while its term is off: the reward is logged.
         rl = RL_ESTIMATORS[cfg.rl_estimator](self.rl_context, logits, fake, rl_on)
         stats |= rl.stats
-
-        loss = cfg.lam * wgan + (1.0 - cfg.lam) * rl.loss if rl.loss is not None else wgan
+        if cfg.lam > 0 or rl.loss is None:
+            # The critic itself, not its DDP wrapper: its gradients here are thrown away.
+            wgan = -self.discriminator(fake.atoms, fake.bonds).mean()
+            stats["g_wgan"] = wgan.item()
+            loss = cfg.lam * wgan + (1.0 - cfg.lam) * rl.loss if rl.loss is not None else wgan
+        else:
+            loss = rl.loss
         if cfg.mode_seeking_weight > 0:
             ms = mode_seeking_ratio(z, logits)
             stats["mode_seeking"] = ms.item()

@@ -29,6 +29,9 @@ from molgan.sampling import MoleculeSampler
 from molgan.training.run_dir import RunDir
 
 ROOT = Path(__file__).resolve().parents[1]
+# MolGAN's own rows on QM9 in its paper's Table 2 (De Cao & Kipf 2018): the objective's normalized
+# score and the share of unique molecules, marked on the plot as the point to beat.
+PAPER = {"qed": (0.62, 0.022), "sa": (0.95, 0.021), "logp": (0.89, 0.020)}
 
 
 def train(config: Path, run_dir: Path, objective: str, weight: float, args: argparse.Namespace) -> None:
@@ -71,6 +74,8 @@ def plot(rows: list[dict[str, Any]], out: Path) -> Path:
     xs = [r["uniqueness"] for r in ordered]
     ys = [r[f"{objective}_normalized"] for r in ordered]
     ax.plot(xs, ys, "o-", label="molgan, by the property's weight")
+    paper_score, paper_unique = PAPER[objective]
+    ax.plot([paper_unique], [paper_score], "r*", markersize=12, label="MolGAN paper (Table 2)")
     for r, x, y in zip(ordered, xs, ys, strict=True):
         ax.annotate(f"w={r['weight']:g}", (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
     ax.set_xlabel("uniqueness (unique valid / valid)")

@@ -1,7 +1,7 @@
 """Choose a run's generator snapshot and its test-time sampling settings.
 
     python scripts/select_checkpoint.py runs/qm9 [--samples 10000] [--seed 1] [--min-validity 0.975]
-        [--min-uniqueness 0] [--rank-by uniqueness|fcd] [--fcd-samples 2000]
+        [--min-uniqueness 0] [--rank-by uniqueness|fcd|qed|logp|sa] [--fcd-samples 2000]
         [--temperatures 0.9,1.0,...] [--min-ps 0,0.02,...] [--from-step S] [--every K]
         [--out scores.jsonl]
 
@@ -10,6 +10,8 @@ a grid of Gumbel-Max temperatures and min-p values. Among the settings at or abo
 (``--min-validity``, ``--min-uniqueness``) it prints, best first:
 
 - ``--rank-by uniqueness`` (the default): the most unique;
+- ``--rank-by qed`` (or ``logp``, ``sa``): the best mean property of the valid samples
+  (highest; lowest SA score), with the paper's scores and hits (``molgan.objectives``) in the row;
 - ``--rank-by fcd``: the lowest FCD of the first ``--fcd-samples`` valid samples against the
   *validation* split of the snapshot's dataset, so that the test split, against which the headline
   FCD is measured, plays no part in the choice. FCD grows as samples shrink, so rows are compared
@@ -33,13 +35,14 @@ from tqdm import tqdm
 from molgan.config import DataConfig
 from molgan.evaluation import dataset_splits
 from molgan.metrics import frechet_chemnet_distance
+from molgan.objectives import DEFAULT_HITS, OBJECTIVES, objective_metrics
 from molgan.sampling import MoleculeSampler
 from molgan.sampling_settings import SamplingSettings
 from molgan.training.run_dir import RunDir
 
 TEMPERATURES = (0.9, 1.0, 1.1, 1.2, 1.3, 1.5)
 MIN_PS = (0.0, 0.02, 0.05, 0.1, 0.2)
-RANKINGS = ("uniqueness", "fcd")
+RANKINGS = ("uniqueness", "fcd", *OBJECTIVES)
 
 
 def score(
@@ -64,6 +67,9 @@ def rank(rows: Sequence[dict[str, Any]], by: str) -> list[dict[str, Any]]:
     passing = [r for r in rows if r["passed"]]
     if by == "fcd":
         return sorted(passing, key=lambda r: (r["fcd"], -r["uniqueness"]))
+    if by in OBJECTIVES:
+        sign = 1.0 if DEFAULT_HITS[by].higher_is_better else -1.0
+        return sorted(passing, key=lambda r: (sign * r[f"{by}_valid_mean"], r["uniqueness"]), reverse=True)
     return sorted(passing, key=lambda r: r["uniqueness"], reverse=True)
 
 
@@ -131,6 +137,10 @@ def main() -> None:
                     "uniqueness": uniqueness,
                     "passed": validity >= args.min_validity and uniqueness >= args.min_uniqueness,
                 }
+                if args.rank_by in OBJECTIVES and row["passed"]:
+                    # The valid samples padded with the invalid ones' None: hits are per 10,000 samples.
+                    scored = [*valid, *[None] * (args.samples - len(valid))]
+                    row |= objective_metrics(scored, (args.rank_by,))
                 # FCD costs a ChemNet pass: only for the settings that can be chosen.
                 if args.rank_by == "fcd" and row["passed"]:
                     scored = valid[: args.fcd_samples]

@@ -16,7 +16,9 @@ import pytest
 from molgan.config import Config
 from molgan.evaluation import dataset_splits
 from molgan.metrics import frechet_chemnet_distance
+from molgan.objectives import objective_metrics
 from molgan.sampling import MoleculeSampler
+from molgan.sampling_settings import SamplingSettings
 from molgan.training.run_dir import RunDir
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "select_checkpoint.py"
@@ -175,3 +177,23 @@ def test_select_rejects_bad_options(run_with_snapshots: Path, option: str, value
     assert result.returncode == 2
     assert option in result.stderr.splitlines()[-1]
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("objective", ["qed", "sa"])
+def test_select_ranks_by_a_property_of_the_valid_samples(
+    run_with_snapshots: Path, tmp_path: Path, objective: str
+) -> None:
+    out = tmp_path / "scores.jsonl"
+    result = select(run_with_snapshots, "--temperatures", "1.0,1.3", "--min-ps", "0,0.2",
+                    "--min-validity", "0.2", "--rank-by", objective, "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    ranked = [json.loads(line) for line in result.stdout.splitlines()]
+    means = [r[f"{objective}_valid_mean"] for r in ranked]
+    # Drug-likeness the higher the better; the SA score the lower.
+    assert len(ranked) >= 2 and means == sorted(means, reverse=objective == "qed")
+    row = ranked[0]
+    samples = MoleculeSampler.load(row["snapshot"]).sample(
+        120, seed=1, settings=SamplingSettings("gumbel", row["temperature"], row["min_p"]))
+    expected = objective_metrics([s.smiles if s.valid else None for s in samples], (objective,))
+    assert row[f"{objective}_valid_mean"] == pytest.approx(expected[f"{objective}_valid_mean"])
+    assert row[f"{objective}_hits"] == pytest.approx(expected[f"{objective}_hits"])

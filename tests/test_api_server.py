@@ -15,7 +15,7 @@ import pytest
 from typer.testing import CliRunner
 
 from molgan.api.settings import get_settings
-from molgan.checkpoint import bundled_checkpoint_path
+from molgan.checkpoint import bundled_checkpoint_path, bundled_models
 from molgan.cli import app
 from molgan.sampling import MoleculeSampler
 from molgan.sampling_settings import SamplingSettings
@@ -130,3 +130,18 @@ def test_uvicorn_with_a_broken_checkpoint_logs_one_line_and_exits(
     errors = [line for line in result.stderr.splitlines() if "cannot start" in line]
     assert len(errors) == 1 and str(broken) in errors[0] and "truncated or corrupted" in errors[0]
     assert "Traceback" not in result.stderr
+
+
+def test_the_property_model_is_served_by_name_with_its_objective() -> None:
+    # Every bundled model, as `make run` serves them: qm9-qed answers by name, listed with what
+    # it was optimised for.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MOLGAN_")}
+    with ServerProcess(None, env=env) as server, httpx.Client(base_url=server.url, timeout=30) as http:
+        listed = http.get("/v1/models").json()
+        answer = http.post("/v1/generate", json={"n": 30, "seed": 5, "model": "qm9-qed"}).json()
+    models = {m["name"]: m for m in listed["models"]}
+    assert list(models) == bundled_models() and listed["default"] == "qm9"
+    assert models["qm9-qed"]["objectives"] == ["qed"] and models["qm9"]["objectives"] == []
+    assert answer["model"]["name"] == "qm9-qed"
+    expected = MoleculeSampler.load("qm9-qed").sample(30, seed=5)
+    assert [m["smiles"] for m in answer["molecules"]] == [s.smiles for s in expected]

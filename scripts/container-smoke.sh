@@ -307,6 +307,15 @@ mapfile -t MODELS < <(python3 -c \
     'import json, sys; print("\n".join(m["name"] for m in json.load(open(sys.argv[1]))["models"]))' \
     "$WORK/models.json")
 ((${#MODELS[@]} > 0)) || die "GET /v1/models lists no model"
+BUNDLED=$("${PODMAN[@]}" exec "$CTR" python -c \
+    'from molgan.checkpoint import bundled_models; print(" ".join(bundled_models()))')
+[[ "${MODELS[*]}" == "$BUNDLED" ]] || die "GET /v1/models lists ${MODELS[*]}; the image bundles $BUNDLED"
+python3 - "$WORK/models.json" <<'EOF' || die "the objectives GET /v1/models lists"
+import json, sys
+objectives = {m["name"]: m["objectives"] for m in json.load(open(sys.argv[1]))["models"]}
+assert objectives["qm9"] == [] and objectives["qm9-qed"] == ["qed"], objectives
+EOF
+pass "GET /v1/models: every bundled model (${MODELS[*]}), qm9-qed optimised for QED"
 for model in "${MODELS[@]}"; do
     http POST /v1/generate "{\"n\": 8, \"seed\": 1, \"model\": \"$model\"}" >"$WORK/gen-$model.json" \
         || die "POST /v1/generate for model $model"

@@ -201,9 +201,11 @@ def reinforce_loss(
         groups = reward.view(-1, k)
         advantage = ((groups - groups.mean(1, keepdim=True)) * k / (k - 1)).flatten()
     else:
-        advantage = reward - batch_mean(reward)
-    if standardise:
         mean = batch_mean(reward)
+        advantage = reward - mean
+    if standardise:
+        if k > 1:
+            mean = batch_mean(reward)  # the leave-one-out baseline did not need it
         std = batch_mean((reward - mean).pow(2)).sqrt()
         if std.item() > STD_FLOOR * max(abs(mean.item()), 1.0):
             advantage = advantage / std

@@ -47,10 +47,11 @@ from molgan.api.schemas import (
 from molgan.api.service import ServedModel, Service, UnknownModel
 from molgan.api.settings import Settings
 from molgan.chem import is_valid, to_mol
+from molgan.conditions import TargetError
 from molgan.draw import MAX_SIZE, MIN_SIZE, smiles_to_svg
 from molgan.export import write_samples
 from molgan.metrics import properties
-from molgan.sampling import Sample, sample_filtered
+from molgan.sampling import MoleculeSampler, Sample, sample_filtered
 from molgan.sampling_settings import SamplingError
 
 T = TypeVar("T")
@@ -126,6 +127,19 @@ def _molecules(samples: list[Sample], with_properties: bool) -> list[dict[str, A
     return out
 
 
+def check_targets(sampler: MoleculeSampler, targets: dict[str, float] | None) -> None:
+    """A 422 at ``("body", "targets", <property>)`` for a target the model cannot take (an unknown
+    property, a value out of range, any target for an unconditional model)."""
+    try:
+        sampler.check_targets(targets)
+    except TargetError as exc:
+        # The field is "targets.<name>" or "targets"; a name may itself hold a dot.
+        _, _, name = exc.field.partition(".")
+        loc: tuple[str, ...] = ("body", "targets", name) if name else ("body", "targets")
+        value = targets.get(name) if name and targets else targets
+        raise field_error(loc, str(exc).removeprefix(f"{exc.field}: "), value) from None
+
+
 async def generate_molecules(
     request: GenerateRequestBase, service: Service, settings: Settings, metrics: ServiceMetrics
 ) -> Response:
@@ -137,12 +151,14 @@ async def generate_molecules(
         use = sampler.settings(request.mode, request.temperature, request.min_p)
     except SamplingError as exc:
         raise field_error(("body", exc.field), str(exc), getattr(request, exc.field)) from None
+    check_targets(sampler, request.targets)  # here, not on the pool: a bad target costs no sampling
     seed = request.seed if request.seed is not None else secrets.randbelow(MAX_SEED + 1)
 
     def work() -> tuple[bytes, GenerateStats]:
         """Sample, then encode the answer, all off the event loop."""
         result = sample_filtered(
             sampler, request.n, seed=seed, settings=use, valid_only=request.valid_only, unique=request.unique,
+            targets=request.targets,
         )
         valid = [s.smiles for s in result.samples if s.valid]
         stats = GenerateStats(
@@ -232,7 +248,9 @@ def molecule_routes(settings: Settings) -> APIRouter:
     ) -> Response:
         """Sample ``n`` molecules from ``model`` (default: the server's default model). With
         ``valid_only`` or ``unique`` the server keeps sampling until it has ``n`` or has drawn 20 n
-        graphs; ``stats.fell_short`` says which. An unknown model is a 422 listing the served ones."""
+        graphs; ``stats.fell_short`` says which. An unknown model is a 422 listing the served ones.
+        A conditional model (``conditions`` of GET /v1/models) takes ``targets``, a value per
+        property; a target it cannot take is a 422 naming it."""
         return await generate_molecules(body, service, settings, metrics)
 
     @router.post(
@@ -307,7 +325,8 @@ async def model(
     ] = None,
 ) -> ModelInfo:
     """One model's metadata: name, checkpoint file name and sha256, training step, vocabulary,
-    sampling defaults, evaluation figures, package versions and this server's limits. An unknown
+    sampling defaults, conditions (the properties it takes targets for), evaluation figures,
+    package versions and this server's limits. An unknown
     name is a 422 listing the served models."""
     return _served(service, name, ("query", "name")).info
 

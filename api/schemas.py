@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
+from molgan.config import ConditionName
 from molgan.sampling_settings import SamplingMode
 
 # Seeds are echoed to browsers, whose JSON numbers are exact only up to 2^53 - 1.
@@ -101,6 +102,13 @@ class GenerateRequestBase(BaseModel):
     valid_only: bool = Field(False, description="Keep sampling until n valid molecules (or the attempt cap).")
     unique: bool = Field(False, description="Drop repeated molecules (and invalid ones), keep sampling.")
     properties: bool = Field(False, description="Add QED, logP, SA score and molecular weight.")
+    targets: dict[str, Annotated[float, Field(allow_inf_nan=False)]] | None = Field(
+        None, examples=[{"logp": 1.5, "qed": 0.5}],
+        description="A conditional model's targets (GET /v1/models: conditions): a value per property, "
+        "within that condition's [low, high]; the properties not named are left to the model. A property "
+        "the model is not conditioned on, a value out of range, or any target for an unconditional "
+        "model is a 422 naming it (loc: body, targets, <property>).",
+    )
 
 
 def generate_request_model(max_molecules: int) -> type[GenerateRequestBase]:
@@ -198,6 +206,20 @@ class Limits(BaseModel):
                                  "may have, at most.")
 
 
+class ConditionInfo(BaseModel):
+    name: ConditionName = Field(description="The property, as a key of a request's targets: 'logp' (Crippen "
+                                "logP), 'qed', 'sa' (synthetic accessibility) or 'mol_weight'.")
+    low: float = Field(description="Lowest target the model takes: the training data's range, a bit wider.")
+    high: float = Field(description="Highest target the model takes.")
+    mean: float = Field(description="Mean over the training data.")
+    std: float = Field(description="Standard deviation over the training data.")
+    percentiles: dict[str, float] = Field(
+        description="The training data's 10th, 25th, 50th, 75th and 90th percentiles, keyed '10' .. '90'."
+    )
+    tolerance: float = Field(description="How near an achieved value must come to its target to count as "
+                             "a hit in the model's evaluation.")
+
+
 class ModelInfo(ModelSummary):
     sha256: str = Field(description="SHA-256 of the checkpoint file, to tell checkpoints of one name apart.")
     objectives: list[Literal["qed", "logp", "sa"]] = Field(
@@ -206,6 +228,10 @@ class ModelInfo(ModelSummary):
     vocab: Vocabulary
     sampling: SamplingDefaults = Field(description="Used for what a request does not set.")
     z_dim: int = Field(description="Size of the generator's noise vector.")
+    conditions: list[ConditionInfo] = Field(
+        description="Properties POST /v1/generate takes targets for, in the model's order (empty: an "
+        "unconditional model, which takes none)."
+    )
     metrics: dict[str, Any] = Field(
         description="Evaluation figures: those of the <name>.eval.json file beside the checkpoint if "
         "there is one, else those saved in the checkpoint."

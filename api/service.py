@@ -113,6 +113,7 @@ def model_info(name: str, sampler: MoleculeSampler, checkpoint: Path, settings: 
         vocab=meta["vocab"],
         sampling=meta["sampling"],
         z_dim=meta["z_dim"],
+        conditions=meta["conditions"],
         metrics=json_safe(figures if figures is not None else meta["metrics"]),  # NaN is possible
         versions={str(k): str(v) for k, v in meta["versions"].items()},
         limits=Limits(

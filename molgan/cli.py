@@ -232,6 +232,30 @@ def _load_sampler(checkpoint: str | None, model: str | None, device: str = "cpu"
         raise _fail(f"--model: {exc}" if model is not None else str(exc)) from None
 
 
+TargetOpt = Annotated[
+    list[str] | None,
+    typer.Option("--target", metavar="PROPERTY=VALUE",
+                 help="A conditional model: ask for this value of a property it was trained on, "
+                 "e.g. --target logp=1.5 (repeatable; the others are left to the model)."),
+]
+
+
+def _targets(sampler: MoleculeSampler, given: list[str] | None) -> dict[str, float]:
+    """``--target`` options as a checked mapping; a bad one is a usage error naming it."""
+    from molgan.conditions import TargetError
+
+    targets: dict[str, str] = {}
+    for item in given or []:
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            raise _fail(f"--target expects PROPERTY=VALUE, got {item!r}")
+        targets[name.strip()] = value.strip()
+    try:
+        return sampler.check_targets(targets)
+    except TargetError as exc:
+        raise _fail(f"--target {exc}") from None
+
+
 def _sampling_settings(
     sampler: MoleculeSampler, mode: str | None, temperature: float | None, min_p: float | None
 ) -> SamplingSettings:
@@ -262,8 +286,9 @@ def sample(
         str | None, typer.Option("--format", help="smi, csv, sdf or jsonl (default: from -o, else smi).")
     ] = None,
     device: DeviceOpt = "cpu",
+    target: TargetOpt = None,
 ) -> None:
-    """Generate molecules from a checkpoint."""
+    """Generate molecules from a checkpoint (for a conditional model, at --target values)."""
     import sys
 
     from molgan.export import FORMATS, format_from_path, write_samples
@@ -279,8 +304,9 @@ def sample(
         raise _fail("jsonl writes every raw sample in order: drop --valid-only/--unique")
     sampler = _load_sampler(checkpoint, model, device)
     settings = _sampling_settings(sampler, mode, temperature, min_p)
+    targets = _targets(sampler, target)
     result = sample_filtered(
-        sampler, n, seed=seed, settings=settings, valid_only=valid_only, unique=unique
+        sampler, n, seed=seed, settings=settings, valid_only=valid_only, unique=unique, targets=targets
     )
     if output is None:
         write_samples(result.samples, sys.stdout, out_format)
@@ -333,9 +359,20 @@ def evaluate(
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
     device: DeviceOpt = "cpu",
+    targets: Annotated[
+        bool,
+        typer.Option("--targets", help="A conditional model: sample at a grid of targets (the "
+                     "training data's percentiles) and report how close the molecules come, beside "
+                     "--baseline (default 2,000 samples per target)."),
+    ] = False,
+    baseline: Annotated[
+        str, typer.Option(help="With --targets: the unconditional model to compare with ('none': no "
+                          "baseline).")
+    ] = "qm9",
 ) -> None:
     """Score raw samples: validity, uniqueness, novelty, V.U.N., properties, diversity, FCD;
-    or, with --benchmark moses, the MOSES metrics."""
+    with --targets, how well a conditional model hits asked-for property values; or, with
+    --benchmark moses, the MOSES metrics."""
     import json
 
     from molgan.evaluation import DatasetUnavailable, evaluate_sampler
@@ -349,12 +386,17 @@ def evaluate(
         raise _fail("--objectives and --hit go without --benchmark")
     if hit and not objectives:
         raise _fail("--hit needs --objectives")
+    if targets and (benchmark is not None or objectives or fcd):
+        raise _fail("--targets goes without --benchmark, --objectives and --fcd")
     try:
         hits = {rule.objective: rule for rule in map(parse_hit_rule, hit or [])}
     except ValueError as exc:
         raise _fail(f"--hit: {exc}") from None
     sampler = _load_sampler(checkpoint, model, device)
     settings = _sampling_settings(sampler, mode, temperature, min_p)
+    if targets:
+        _evaluate_targets(sampler, baseline, n or 2000, seed, settings, as_json, device)
+        return
     try:
         if benchmark == "moses":
             from molgan.moses_metrics import DEFAULT_SAMPLES, evaluate_sampler_on_moses
@@ -378,6 +420,28 @@ def evaluate(
     for key, value in metrics.items():
         shown = f"{value:.4f}" if isinstance(value, float) else str(value)
         typer.echo(f"{key:<{width}}  {shown}")
+
+
+def _evaluate_targets(sampler: MoleculeSampler, baseline: str, n: int, seed: int,
+                      settings: SamplingSettings, as_json: bool, device: str) -> None:
+    import json
+
+    from molgan.evaluation import DatasetUnavailable, dataset_references
+    from molgan.target_evaluation import evaluate_targets, format_report
+
+    if sampler.conditions is None:
+        raise _fail("--targets needs a conditional model (this one has no model.conditions)")
+    base = None if baseline == "none" else _load_sampler(None, baseline, device)
+    if base is not None and base.conditions is not None:
+        raise _fail(f"--baseline must be an unconditional model, {baseline!r} is conditional")
+    try:
+        train_smiles, _ = dataset_references(sampler.config.data)
+    except (FileNotFoundError, ValueError) as exc:
+        raise _fail(str(DatasetUnavailable(f"cannot load the checkpoint's dataset: {exc}"))) from None
+    report = evaluate_targets(sampler, base, n, seed=seed, settings=settings, train_smiles=train_smiles)
+    report |= {"baseline": None if base is None else baseline, "mode": settings.mode,
+               "temperature": settings.temperature, "min_p": settings.min_p}
+    typer.echo(json.dumps(report, indent=2) if as_json else format_report(report))
 
 
 # --------------------------------------------------------------------------- serve

@@ -71,6 +71,9 @@ class DataConfig(_Section):
         return (1.0 - self.val_fraction - self.test_fraction, self.val_fraction, self.test_fraction)
 
 
+ConditionName = Literal["logp", "qed", "sa", "mol_weight"]
+"""Properties a model can be conditioned on (``molgan.conditions.PROPERTIES``)."""
+
 GeneratorKind = Literal["mlp", "atoms_first"]
 """Names of the generators of ``molgan.models`` (``GENERATORS``)."""
 
@@ -92,6 +95,15 @@ class ModelConfig(_Section):
     """MLP between the graph embedding and the single output."""
     pack: int = Field(1, ge=1)
     """PacGAN packing: the critic scores ``pack`` graphs at once (1 = off)."""
+    conditions: tuple[ConditionName, ...] = ()
+    """Properties the generator and the critic are conditioned on (``molgan.conditions``): a
+    user then asks for a value of each, e.g. ``[logp, qed]``. Empty: an unconditional model."""
+
+    @model_validator(mode="after")
+    def _distinct_conditions(self) -> ModelConfig:
+        if len(set(self.conditions)) != len(self.conditions):
+            raise ValueError(f"model.conditions names a property twice: {list(self.conditions)}")
+        return self
 
 
 Temperature = Annotated[float, AfterValidator(check_temperature)]
@@ -122,6 +134,13 @@ class RewardConfig(_Section):
     combine: Literal["mean", "product"] = "mean"
     """How a valid sample's components make its reward: their weighted mean, or the product of
     each component to the power of its weight (``molgan.rewards``)."""
+    target_weight: float = Field(0.0, ge=0.0)
+    """Conditional models: the reward of a sample is multiplied by ``closeness ** target_weight``,
+    how near its properties came to the targets it was generated for
+    (``molgan.conditions.closeness``); 0 = off."""
+    target_width: float = Field(0.25, gt=0.0)
+    """The distance to a target, in standard deviations of the training data's property, at
+    which ``closeness`` has fallen to exp(-1/2)."""
 
 
 class SamplingConfig(_Section):
@@ -216,6 +235,9 @@ class TrainConfig(_Section):
     below-average part, with ``c`` its mean over the valid samples so that the term still sums
     to 0. Under ``penalty`` the molecules the critic dislikes are pushed away while those it
     likes all earn the same, so there is no favourite for the generator to collapse onto."""
+    condition_dropout: float = Field(0.0, ge=0.0, le=1.0)
+    """Conditional models: the chance that each condition of a training graph is left unset, so
+    that a user may leave it unset too ("QED 0.5, logP anything")."""
     mode_seeking_weight: float = Field(0.0, ge=0.0)
     """Weight of a mode-seeking term (Mao et al. 2019) that rewards different noise vectors for
     giving different graph distributions, so that the noise, not only the sampling, carries variety."""
@@ -279,6 +301,15 @@ class Config(_Section):
                 "train.critic_reward_weight > 0 needs train.rl_estimator: reinforce and model.pack: 1 "
                 f"(got {self.train.rl_estimator!r} and {self.model.pack})"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _targets_need_conditions(self) -> Config:
+        if self.reward.target_weight > 0 and not self.model.conditions:
+            raise ValueError("reward.target_weight > 0 needs model.conditions (the targets it rewards)")
+        # The reward network would have to learn each target's reward: not built for conditions.
+        if self.model.conditions and self.train.rl_estimator == "reward_net" and self.train.lam < 1:
+            raise ValueError("model.conditions needs train.rl_estimator: reinforce (or train.lam: 1)")
         return self
 
     @model_validator(mode="after")

@@ -15,7 +15,7 @@ records that read well in a notebook.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +44,12 @@ class Model:
         """How ``generate`` samples when no setting is given (the checkpoint's own)."""
         return self.sampler.settings()
 
+    @property
+    def conditions(self) -> list[dict[str, Any]]:
+        """The properties ``generate`` takes targets for, each with its range (``low``, ``high``),
+        the training data's mean, spread and percentiles; empty for an unconditional model."""
+        return self.sampler.conditions.to_list() if self.sampler.conditions is not None else []
+
     def info(self) -> dict[str, Any]:
         """Name, training step, vocabulary, default sampling and the checkpoint's evaluation."""
         return self.sampler.describe()
@@ -66,19 +72,23 @@ class Model:
         valid_only: bool = False,
         unique: bool = False,
         properties: bool = False,
+        targets: Mapping[str, float] | None = None,
     ) -> list[Sample]:
         """``n`` molecules: each with ``.smiles``, ``.valid``, ``.mol`` (RDKit) and, with
         ``properties``, ``.properties`` (QED, logP, SA, molecular weight) of valid ones.
 
         The same seed and settings give the same molecules (as ``molgan sample`` and the HTTP
         API do). ``valid_only`` and ``unique`` keep sampling, up to 20 n raw samples, so fewer
-        than ``n`` may come back.
+        than ``n`` may come back. ``targets`` asks a conditional model (``conditions``) for
+        property values, e.g. ``{"logp": 1.5, "qed": 0.5}``; ``TargetError`` (a ValueError)
+        names one it cannot take.
         """
         if n < 0:
             raise ValueError(f"n must be >= 0, got {n}")
         used = self.settings(mode, temperature, min_p)
         found = sample_filtered(
-            self.sampler, n, seed=seed, settings=used, valid_only=valid_only, unique=unique
+            self.sampler, n, seed=seed, settings=used, valid_only=valid_only, unique=unique,
+            targets=targets,
         ).samples
         if not properties:
             return found

@@ -34,7 +34,7 @@ import dataclasses
 import functools
 import importlib.resources
 import importlib.util
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -82,14 +82,18 @@ def sa_score(mol: Chem.Mol) -> float:
     return float(_sascorer().calculateScore(mol))
 
 
+PROPERTY_FUNCTIONS: dict[str, Callable[[Chem.Mol], float]] = {
+    "qed": lambda mol: float(QED.qed(mol)),
+    "logp": lambda mol: float(Crippen.MolLogP(mol)),
+    "sa": sa_score,
+    "mol_weight": lambda mol: float(Descriptors.MolWt(mol)),
+}
+"""The properties molgan reports and conditions on, by name, of a sanitized molecule."""
+
+
 def mol_properties(mol: Chem.Mol) -> dict[str, float]:
     """QED, Crippen logP, SA score and molecular weight of a sanitized molecule."""
-    return {
-        "qed": float(QED.qed(mol)),
-        "logp": float(Crippen.MolLogP(mol)),
-        "sa": sa_score(mol),
-        "mol_weight": float(Descriptors.MolWt(mol)),
-    }
+    return {name: f(mol) for name, f in PROPERTY_FUNCTIONS.items()}
 
 
 def properties(smiles: str) -> dict[str, float]:

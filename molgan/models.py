@@ -8,6 +8,8 @@ and ``entropy``, so training and sampling need not know which generator they dri
 Shapes: B graphs, N atoms per graph, A atom types (index 0 = no atom), E bond types
 (index 0 = no bond), Z noise dimensions, P = N (N - 1) / 2 atom pairs, H per-atom embedding.
 A graph is a pair of one-hot (or relaxed one-hot) tensors: atoms (B, N, A), bonds (B, N, N, E).
+A conditional model (``model.conditions``, C properties) also takes a condition tensor (B, C) of
+standardised targets, NaN where unset (``molgan.conditions``), in its generator and its critic.
 """
 
 from __future__ import annotations
@@ -15,12 +17,13 @@ from __future__ import annotations
 import functools
 import itertools
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from molgan.conditions import condition_features
 from molgan.config import ModelConfig
 from molgan.gumbel import Estimator, check_temperature, gumbel_max, relax, truncate_min_p
 from molgan.sampling_settings import SamplingSettings
@@ -30,11 +33,17 @@ from molgan.sampling_settings import SamplingSettings
 class Graphs:
     """A batch of (possibly relaxed) one-hot graphs.
 
-    atoms: (B, N, A); bonds: (B, N, N, E), symmetric, diagonal = "no bond".
+    atoms: (B, N, A); bonds: (B, N, N, E), symmetric, diagonal = "no bond"; conditions: (B, C)
+    the targets they were generated for (or the real molecules' own properties), ``None`` for an
+    unconditional model.
     """
 
     atoms: torch.Tensor
     bonds: torch.Tensor
+    conditions: torch.Tensor | None = None
+
+    def with_conditions(self, conditions: torch.Tensor | None) -> Graphs:
+        return replace(self, conditions=conditions)
 
     def indices(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Integer graphs: atoms (B, N) and bonds (B, N, N), as ``molgan.chem`` decodes them."""
@@ -42,7 +51,8 @@ class Graphs:
 
     def __getitem__(self, rows: slice) -> Graphs:
         """The graphs of ``rows`` (a slice of the batch)."""
-        return Graphs(self.atoms[rows], self.bonds[rows])
+        conditions = None if self.conditions is None else self.conditions[rows]
+        return Graphs(self.atoms[rows], self.bonds[rows], conditions)
 
     @staticmethod
     def one_hot(atoms: torch.Tensor, bonds: torch.Tensor, n_atom_types: int, n_bond_types: int) -> Graphs:
@@ -268,9 +278,10 @@ def _mlp(dims: list[int], activation: type[nn.Module], dropout: float = 0.0) -> 
 
 
 class Generator(nn.Module):
-    """Noise z (B, Z) -> a ``GraphDistribution``. An MLP trunk and a linear atom head are common
-    to both kinds (``model.generator``); how the bond logits arise is the subclass's
-    (``build_bond_stage`` and ``forward``)."""
+    """Noise z (B, Z) and, for a conditional model, conditions (B, C) -> a ``GraphDistribution``.
+    An MLP trunk and a linear atom head are common to both kinds (``model.generator``); how the
+    bond logits arise is the subclass's (``build_bond_stage`` and ``forward``). The trunk reads
+    ``[z, condition_features(conditions)]``; conditions ``None`` leave every condition unset."""
 
     def __init__(
         self,
@@ -280,13 +291,14 @@ class Generator(nn.Module):
         n_atom_types: int,
         n_bond_types: int,
         dropout: float = 0.0,
+        n_conditions: int = 0,
     ) -> None:
         super().__init__()
-        self.z_dim, self.n_atoms = z_dim, n_atoms
+        self.z_dim, self.n_atoms, self.n_conditions = z_dim, n_atoms, n_conditions
         self.n_atom_types, self.n_bond_types = n_atom_types, n_bond_types
         self.n_pairs = n_atoms * (n_atoms - 1) // 2
-        self.body = _mlp([z_dim, *hidden_dims], nn.Tanh, dropout)
-        self.trunk_dim = hidden_dims[-1] if hidden_dims else z_dim
+        self.body = _mlp([z_dim + 2 * n_conditions, *hidden_dims], nn.Tanh, dropout)
+        self.trunk_dim = hidden_dims[-1] if hidden_dims else z_dim + 2 * n_conditions
         self.atom_head = nn.Linear(self.trunk_dim, n_atoms * n_atom_types)
         self.build_bond_stage()
 
@@ -299,11 +311,21 @@ class Generator(nn.Module):
         device = self.atom_head.weight.device
         return torch.randn(batch_size, self.z_dim, generator=generator, device=device)
 
+    def trunk(self, z: torch.Tensor, conditions: torch.Tensor | None = None) -> torch.Tensor:
+        """Noise (B, Z) and conditions (B, C) -> trunk features (B, trunk_dim)."""
+        if self.n_conditions:
+            if conditions is None:
+                conditions = z.new_full((z.shape[0], self.n_conditions), math.nan)
+            z = torch.cat([z, condition_features(conditions.to(z.dtype))], dim=-1)
+        elif conditions is not None:
+            raise ValueError("this generator is not conditional: it takes no conditions")
+        return self.body(z)
+
     def atom_logits(self, h: torch.Tensor) -> torch.Tensor:
         """Trunk features (B, trunk_dim) -> atom logits (B, N, A)."""
         return self.atom_head(h).view(-1, self.n_atoms, self.n_atom_types)
 
-    def forward(self, z: torch.Tensor) -> GraphDistribution:
+    def forward(self, z: torch.Tensor, conditions: torch.Tensor | None = None) -> GraphDistribution:
         raise NotImplementedError
 
 
@@ -316,8 +338,8 @@ class MLPGenerator(Generator):
         # diagonal is never a choice.
         self.pair_head = nn.Linear(self.trunk_dim, self.n_pairs * self.n_bond_types)
 
-    def forward(self, z: torch.Tensor) -> GraphLogits:
-        h = self.body(z)
+    def forward(self, z: torch.Tensor, conditions: torch.Tensor | None = None) -> GraphLogits:
+        h = self.trunk(z, conditions)
         atoms = self.atom_logits(h)
         pairs = self.pair_head(h).view(-1, self.n_pairs, self.n_bond_types)
         return GraphLogits(atoms, pairs)
@@ -407,8 +429,8 @@ class AtomsFirstGenerator(Generator):
             self.attention_layers, self.attention_heads,
         )
 
-    def forward(self, z: torch.Tensor) -> AtomsFirstLogits:
-        h = self.body(z)
+    def forward(self, z: torch.Tensor, conditions: torch.Tensor | None = None) -> AtomsFirstLogits:
+        h = self.trunk(z, conditions)
         nodes = self.node_head(h).view(-1, self.n_atoms, self.node_dim)
         return AtomsFirstLogits(self.atom_logits(h), nodes, self.bond_stage)
 
@@ -460,7 +482,10 @@ class GraphCritic(nn.Module):
 
     atoms (B, N, A), bonds (B, N, N, E) -> (B / pack,). Accepts hard one-hot and relaxed graphs.
     With ``pack > 1`` (PacGAN) the embeddings of ``pack`` consecutive graphs are concatenated
-    before the MLP, so the critic can see a lack of variety inside a pack.
+    before the MLP, so the critic can see a lack of variety inside a pack. A conditional critic
+    (``n_conditions`` C) also reads each graph's conditions (B, C): their features
+    (``condition_features``) join the graph's embedding before the MLP, so it judges the pair of
+    molecule and property, and a molecule generated for the wrong target looks fake.
     """
 
     def __init__(
@@ -471,16 +496,24 @@ class GraphCritic(nn.Module):
         aggregation_dim: int,
         head_dims: tuple[int, ...],
         pack: int = 1,
+        n_conditions: int = 0,
     ) -> None:
         super().__init__()
-        self.pack = pack
+        self.pack, self.n_conditions = pack, n_conditions
         self.gcn = RelationalGCN(n_atom_types, n_bond_types, gcn_dims)
         self.aggregate = GraphAggregation(self.gcn.out_dim, aggregation_dim)
-        self.head = _mlp([aggregation_dim * pack, *head_dims], nn.Tanh)
-        self.out = nn.Linear(head_dims[-1] if head_dims else aggregation_dim * pack, 1)
+        embedding = (aggregation_dim + 2 * n_conditions) * pack
+        self.head = _mlp([embedding, *head_dims], nn.Tanh)
+        self.out = nn.Linear(head_dims[-1] if head_dims else embedding, 1)
 
-    def forward(self, atoms: torch.Tensor, bonds: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, atoms: torch.Tensor, bonds: torch.Tensor, conditions: torch.Tensor | None = None
+    ) -> torch.Tensor:
         g = self.aggregate(self.gcn(atoms, bonds))  # (B, G)
+        if self.n_conditions:
+            if conditions is None:
+                conditions = g.new_full((g.shape[0], self.n_conditions), math.nan)
+            g = torch.cat([g, condition_features(conditions.to(g.dtype))], dim=-1)
         if self.pack > 1:
             if g.shape[0] % self.pack:
                 raise ValueError(f"batch of {g.shape[0]} graphs does not split into packs of {self.pack}")
@@ -492,8 +525,10 @@ class RewardNetwork(GraphCritic):
     """The critic's architecture with a sigmoid: predicts a reward in [0, 1] per graph (B,)
     (built without packing: the reward belongs to a single graph)."""
 
-    def forward(self, atoms: torch.Tensor, bonds: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(super().forward(atoms, bonds))
+    def forward(
+        self, atoms: torch.Tensor, bonds: torch.Tensor, conditions: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        return torch.sigmoid(super().forward(atoms, bonds, conditions))
 
 
 GENERATORS: dict[str, type[Generator]] = {"mlp": MLPGenerator, "atoms_first": AtomsFirstGenerator}
@@ -502,15 +537,18 @@ GENERATORS: dict[str, type[Generator]] = {"mlp": MLPGenerator, "atoms_first": At
 
 def build_generator(cfg: ModelConfig, n_atoms: int, n_atom_types: int, n_bond_types: int) -> Generator:
     return GENERATORS[cfg.generator](
-        cfg.z_dim, cfg.generator_dims, n_atoms, n_atom_types, n_bond_types, cfg.generator_dropout
+        cfg.z_dim, cfg.generator_dims, n_atoms, n_atom_types, n_bond_types, cfg.generator_dropout,
+        len(cfg.conditions),
     )
 
 
 def build_discriminator(cfg: ModelConfig, n_atom_types: int, n_bond_types: int) -> GraphCritic:
     return GraphCritic(
-        n_atom_types, n_bond_types, cfg.gcn_dims, cfg.aggregation_dim, cfg.head_dims, cfg.pack
+        n_atom_types, n_bond_types, cfg.gcn_dims, cfg.aggregation_dim, cfg.head_dims, cfg.pack,
+        len(cfg.conditions),
     )
 
 
 def build_reward_network(cfg: ModelConfig, n_atom_types: int, n_bond_types: int) -> RewardNetwork:
-    return RewardNetwork(n_atom_types, n_bond_types, cfg.gcn_dims, cfg.aggregation_dim, cfg.head_dims)
+    return RewardNetwork(n_atom_types, n_bond_types, cfg.gcn_dims, cfg.aggregation_dim, cfg.head_dims,
+                         n_conditions=len(cfg.conditions))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from molgan.checkpoint import (
     resolve_checkpoint,
 )
 from molgan.chem import Vocab, decode_and_validate, sanitized_mol
+from molgan.conditions import ConditionSet, no_targets
 from molgan.config import Config, ConfigError, SamplingConfig, config_from_dict
 from molgan.device import graphs_to_host, resolve_device
 from molgan.models import Generator, build_generator
@@ -63,14 +65,39 @@ def generator_from_checkpoint(
     return generator, config, vocab
 
 
+Targets = Mapping[str, float]
+"""What a caller asks a conditional model for: a value per property (``{"logp": 1.5}``); the
+properties not named are left to the model."""
+
+
 class MoleculeSampler:
-    """A generator with its vocabulary and default sampling settings."""
+    """A generator with its vocabulary, default sampling settings and, for a conditional model,
+    its conditions (``conditions``: the properties a call may give targets for, with their
+    ranges; ``None`` for an unconditional model)."""
 
     def __init__(self, generator: Generator, vocab: Vocab, config: Config, meta: dict[str, Any]) -> None:
         self.generator = generator.eval()
         self.vocab = vocab
         self.config = config
         self.meta = meta
+        self.conditions: ConditionSet | None = None
+        if config.model.conditions:
+            try:
+                self.conditions = ConditionSet.from_list(meta["conditions"])
+            except (KeyError, TypeError, ValueError) as exc:
+                raise CheckpointError(
+                    f"a conditional model without usable condition statistics: {exc}") from None
+            if self.conditions.names != tuple(config.model.conditions):
+                raise CheckpointError("the condition statistics do not match model.conditions")
+
+    def check_targets(self, targets: Targets | None) -> dict[str, float]:
+        """``targets`` checked against this model's conditions (TargetError, a ValueError, naming
+        the first bad one: an unknown property, a value out of range, or any target at all for
+        an unconditional model)."""
+        if self.conditions is None:
+            no_targets(targets)
+            return {}
+        return self.conditions.check(targets or {})
 
     @property
     def device(self) -> torch.device:
@@ -127,7 +154,7 @@ class MoleculeSampler:
             min_p=old.min_p if use.min_p is None else use.min_p,
         )
         config = self.config.model_copy(update={"sampling": sampling})
-        return MoleculeSampler(self.generator, self.vocab, config, self.meta)
+        return MoleculeSampler(self.generator, self.vocab, config, self.meta)  # same conditions
 
     @torch.inference_mode()
     def graphs(
@@ -136,12 +163,15 @@ class MoleculeSampler:
         *,
         seed: int | None = None,
         settings: SamplingSettings | None = None,
+        targets: Targets | None = None,
         batch_size: int = 2048,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """n integer graphs: atoms (n, N) and bonds (n, N, N), uint8 on the CPU, sampled with
-        ``settings`` (``None``: the checkpoint's defaults)."""
+        ``settings`` (``None``: the checkpoint's defaults), for ``targets`` (a conditional model;
+        see ``check_targets``)."""
         if n < 0:
             raise ValueError(f"n must be >= 0, got {n}")
+        wanted = self.check_targets(targets)
         use = settings if settings is not None else self.settings()
         rng = torch.Generator(self.device).manual_seed(secrets.randbits(63) if seed is None else seed)
         n_atoms = self.vocab.max_atoms
@@ -149,15 +179,21 @@ class MoleculeSampler:
         bonds = torch.empty(n, n_atoms, n_atoms, dtype=torch.uint8)
         for start in range(0, n, batch_size):
             stop = min(start + batch_size, n)
-            logits = self.generator(self.generator.noise(stop - start, rng))
+            noise = self.generator.noise(stop - start, rng)
+            conditions = None
+            if self.conditions is not None:
+                conditions = self.conditions.encode(wanted, stop - start, self.device)
+            logits = self.generator(noise, conditions)
             atoms[start:stop], bonds[start:stop] = graphs_to_host(*logits.sample(use, rng))
         return atoms, bonds
 
     def sample(
-        self, n: int, *, seed: int | None = None, settings: SamplingSettings | None = None
+        self, n: int, *, seed: int | None = None, settings: SamplingSettings | None = None,
+        targets: Targets | None = None,
     ) -> list[Sample]:
-        """n raw samples in order, decoded to canonical SMILES (``settings`` as in ``graphs``)."""
-        atoms, bonds = self.graphs(n, seed=seed, settings=settings)
+        """n raw samples in order, decoded to canonical SMILES (``settings`` and ``targets`` as in
+        ``graphs``)."""
+        atoms, bonds = self.graphs(n, seed=seed, settings=settings, targets=targets)
         smiles, valid = decode_and_validate(atoms, bonds, self.vocab)
         return [Sample(s, v) for s, v in zip(smiles, valid, strict=True)]
 
@@ -169,6 +205,7 @@ class MoleculeSampler:
             "vocab": self.vocab.to_dict(),
             "sampling": self.config.sampling.model_dump(),
             "z_dim": self.config.model.z_dim,
+            "conditions": self.conditions.to_list() if self.conditions is not None else [],
             "metrics": self.meta.get("evaluation") or self.meta.get("metrics") or {},
             "versions": self.meta.get("versions", {}),
         }
@@ -197,13 +234,16 @@ def sample_filtered(
     valid_only: bool = False,
     unique: bool = False,
     max_attempts: int | None = None,
+    targets: Targets | None = None,
 ) -> FilteredSamples:
     """Draw until ``n`` samples pass the filters or ``max_attempts`` raw samples were drawn.
 
     ``valid_only`` keeps strictly valid molecules; ``unique`` drops repeated SMILES (and, with it,
     invalid samples, which have none). Rounds are seeded from ``seed``, so the result is
-    reproducible. Default cap: 20 n raw samples. ``settings``: as in ``MoleculeSampler.graphs``.
+    reproducible. Default cap: 20 n raw samples. ``settings`` and ``targets``: as in
+    ``MoleculeSampler.graphs``.
     """
+    sampler.check_targets(targets)  # before the first round, also when n is 0
     max_attempts = max(n, 20 * n) if max_attempts is None else max_attempts
     seed = secrets.randbits(62) if seed is None else seed
     # The first round uses `seed` itself, so without filters the result is `sampler.sample(n, seed)`;
@@ -218,7 +258,7 @@ def sample_filtered(
         # Ask for what is missing plus headroom for the expected rejects, within the cap.
         want = n - len(kept)
         batch = min(max_attempts - drawn, want if not (valid_only or unique) else 2 * want + 16)
-        for s in sampler.sample(batch, seed=round_seed, settings=settings):
+        for s in sampler.sample(batch, seed=round_seed, settings=settings, targets=targets):
             fresh = s.smiles is not None and s.smiles not in seen
             if (not valid_only or s.valid) and (not unique or fresh) and len(kept) < n:
                 kept.append(s)

@@ -18,7 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -72,17 +72,23 @@ def template_generator(config: Config, vocab: Vocab, *, spread: float = 2.5, see
 
 def write_template_checkpoint(
     config: Config, path: str | Path, *, spread: float = 2.5, seed: int = 0,
-    metrics: dict[str, Any] | None = None,
+    metrics: dict[str, Any] | None = None, conditions: Sequence[Mapping[str, Any]] = (),
 ) -> Path:
+    """``conditions``: for a conditional ``config``, the statistics of its conditions
+    (``ConditionSet.to_list()``, e.g. a trained conditional checkpoint's); the template's trunk
+    reads the targets, so they change the molecules (though not towards their values)."""
     # The config's own atom types if it fixes them, else those the QM9 data gives.
     vocab = vocab_for(config.data) or Vocab(atoms=QM9_ATOMS, max_atoms=config.data.max_atoms)
     generator = template_generator(config, vocab, spread=spread, seed=seed)
-    writer = CheckpointWriter({
+    meta: dict[str, Any] = {
         "config": config.model_dump(mode="json"),
         "vocab": vocab.to_dict(),
         "step": 0,
         "metrics": metrics or {},
-    })
+    }
+    if conditions:
+        meta["conditions"] = [dict(c) for c in conditions]
+    writer = CheckpointWriter(meta)
     writer.add_module("generator", generator)
     return writer.write(path)
 

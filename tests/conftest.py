@@ -79,6 +79,24 @@ def debug_run(tmp_path_factory: pytest.TempPathFactory, debug_config: Callable[.
     return run_dir
 
 
+CONDITIONAL_OVERRIDES = (
+    "model.conditions=[logp, qed]", "train.rl_estimator=reinforce", "reward.target_weight=1.0",
+    "train.condition_dropout=0.3",
+)
+"""The debug config as a conditional model on logP and QED."""
+
+
+@pytest.fixture(scope="session")
+def conditional_run(tmp_path_factory: pytest.TempPathFactory, debug_config: Callable[..., Config]) -> Path:
+    """Run directory of a finished debug training run of a model conditioned on logP and QED
+    (``CONDITIONAL_OVERRIDES``). Shared: copy it before changing anything."""
+    from molgan.training.trainer import Trainer
+
+    run_dir = tmp_path_factory.mktemp("conditional-run") / "run"
+    Trainer(debug_config(*CONDITIONAL_OVERRIDES), run_dir, progress=False).train()
+    return run_dir
+
+
 @pytest.fixture(scope="session")
 def toy_checkpoint(
     tmp_path_factory: pytest.TempPathFactory, debug_config: Callable[..., Config], debug_run: Path

@@ -1,5 +1,6 @@
 """The pages in a real headless Chromium, against a real server of two models: the molecule grid
-at /, its model selector, its downloads, and the API documentation at /docs.
+at /, its model selector, its downloads, and the API documentation at /docs; and against a server
+of a conditional model beside an unconditional one, the sliders of the conditions.
 
 Needs Debian's `chromium` and `chromium-driver` (scripts/install-test-deps.sh installs them).
 Screenshots are written to test-artifacts/.
@@ -21,11 +22,13 @@ from rdkit import Chem
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from molgan.config import load_config
 from tests.api_support import ServerProcess, write_template_checkpoint
 from tests.conftest import DEBUG_CONFIG
+from tests.test_api_conditions import conditional_template
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -262,3 +265,92 @@ def test_page_reports_errors_from_the_api(server: ServerProcess, browser: webdri
     )
     status = browser.find_element(By.ID, "status").text
     assert "422" in status and "n:" in status and "64" in status
+
+
+@pytest.fixture(scope="module")
+def conditional_server(
+    api_checkpoint: Path, conditional_run: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServerProcess]:
+    """``cond`` (the default: it comes first), conditioned on logP and QED, and ``debug``."""
+    cond = conditional_template(tmp_path_factory.mktemp("browser-conditional") / "cond.safetensors",
+                                conditional_run / "last.safetensors")
+    env = {"MOLGAN_MAX_MOLECULES": "64", "MOLGAN_MODELS": f"{cond},{api_checkpoint}"}
+    with ServerProcess(None, env=env) as running:
+        yield running
+
+
+def slider_values(driver: webdriver.Chrome) -> dict[str, float]:
+    """The targets the page sends: the ticked sliders' values, by property."""
+    return {
+        row.get_attribute("data-name"): float(row.find_element(By.CSS_SELECTOR, "input[type=range]")
+                                              .get_attribute("value"))
+        for row in driver.find_elements(By.CSS_SELECTOR, "#conditions .condition")
+        if row.find_element(By.CSS_SELECTOR, "input[type=checkbox]").is_selected()
+    }
+
+
+def test_conditional_model_has_a_slider_per_condition(
+    conditional_server: ServerProcess, browser: webdriver.Chrome
+) -> None:
+    url = conditional_server.url
+    conditions = httpx.get(url + "/v1/models", timeout=30).json()["models"][0]["conditions"]
+    open_page(browser, url)  # the first grid already asks for the medians
+    assert "conditioned on logP and QED" in browser.find_element(By.ID, "figures").text
+    assert browser.find_element(By.ID, "conditions").is_displayed()
+    sliders = browser.find_elements(By.CSS_SELECTOR, "#conditions input[type=range]")
+    assert [s.get_attribute("id") for s in sliders] == ["target-logp", "target-qed"]
+    for slider, c in zip(sliders, conditions, strict=True):
+        low, high = float(slider.get_attribute("min")), float(slider.get_attribute("max"))
+        assert c["low"] <= low < float(slider.get_attribute("value")) < high <= c["high"]
+        assert float(slider.get_attribute("value")) == pytest.approx(c["percentiles"]["50"], abs=0.005)
+    targets = slider_values(browser)
+    assert list(targets) == ["logp", "qed"]
+    seed = int(browser.find_element(By.ID, "grid").get_attribute("data-seed"))
+    expected = httpx.post(url + "/v1/generate", timeout=30, json={
+        "n": 24, "seed": seed, "valid_only": True, "unique": False, "properties": True, "targets": targets,
+    }).json()["molecules"]
+    assert grid_smiles(browser) == [m["smiles"] for m in expected]
+    first = browser.find_element(By.CSS_SELECTOR, "#grid .card .achieved")
+    assert first.text == f"logP {expected[0]['logp']:.2f} · QED {expected[0]['qed']:.2f}"
+
+    # QED left to the model, logP moved up by twenty steps of 0.01.
+    browser.find_element(By.ID, "target-qed-set").click()
+    assert browser.find_element(By.ID, "target-qed-value").text == "any"
+    assert not browser.find_element(By.ID, "target-qed").is_enabled()
+    logp = browser.find_element(By.ID, "target-logp")
+    before = float(logp.get_attribute("value"))
+    logp.send_keys(Keys.ARROW_RIGHT * 20)
+    targets = slider_values(browser)
+    assert list(targets) == ["logp"] and targets["logp"] == pytest.approx(before + 0.2)
+    assert browser.find_element(By.ID, "target-logp-value").text == f"{targets['logp']:.2f}"
+    for field, value in (("n", "12"), ("seed", "9")):
+        box = browser.find_element(By.ID, field)
+        box.clear()
+        box.send_keys(value)
+    browser.find_element(By.ID, "generate").click()
+    grid = browser.find_element(By.ID, "grid")
+    WebDriverWait(browser, 30).until(lambda d: grid.get_attribute("data-seed") == "9")
+    WebDriverWait(browser, 30).until(lambda d: drawings_loaded(d, 12))
+    assert f"targets logP {targets['logp']:g}" in browser.find_element(By.ID, "status").text
+    expected = httpx.post(url + "/v1/generate", timeout=30, json={
+        "model": "cond", "n": 12, "seed": 9, "valid_only": True, "unique": False, "properties": True,
+        "targets": targets,
+    }).json()["molecules"]
+    assert grid_smiles(browser) == [m["smiles"] for m in expected]
+    achieved = [e.text for e in browser.find_elements(By.CSS_SELECTOR, "#grid .card .achieved")]
+    assert achieved == [f"logP {m['logp']:.2f} · QED {m['qed']:.2f}" for m in expected]
+    ARTIFACTS.mkdir(exist_ok=True)
+    assert browser.save_screenshot(str(ARTIFACTS / "browser-index-conditions.png"))
+
+    # An unconditional model: no sliders, no targets, no achieved values.
+    Select(browser.find_element(By.ID, "model")).select_by_visible_text("debug")
+    WebDriverWait(browser, 30).until(lambda d: d.find_element(By.ID, "figures").text.startswith("debug"))
+    assert not browser.find_element(By.ID, "conditions").is_displayed()
+    assert browser.find_elements(By.CSS_SELECTOR, "#conditions input[type=range]") == []
+    WebDriverWait(browser, 30).until(lambda d: drawings_loaded(d, 12))
+    expected = httpx.post(url + "/v1/generate", timeout=30, json={
+        "model": "debug", "n": 12, "seed": 9, "valid_only": True, "unique": False, "properties": True,
+    }).json()["molecules"]
+    WebDriverWait(browser, 30).until(lambda d: grid_smiles(d) == [m["smiles"] for m in expected])
+    assert browser.find_elements(By.CSS_SELECTOR, "#grid .card .achieved") == []
+    assert "targets" not in browser.find_element(By.ID, "status").text

@@ -58,8 +58,9 @@ def shard(x: torch.Tensor, rank: int, world: int) -> torch.Tensor:
 def batch_gradients(processes: Processes) -> dict[str, torch.Tensor]:
     """Gradients of the critic loss, of the generator loss (WGAN + REINFORCE with the batch-mean
     and with the leave-one-out baseline + entropy + mode seeking), of REINFORCE with the critic's
-    reward and of the reward network's loss, from this process's share of a fixed batch, through
-    the trainer's loss functions and the models as ``processes`` wraps them."""
+    reward, of a conditional critic and generator and of the reward network's loss, from this
+    process's share of a fixed batch, through the trainer's loss functions and the models as
+    ``processes`` wraps them."""
     rank, world = processes.rank, processes.world_size
     cfg = ModelConfig(z_dim=Z, generator_dims=(11, 13), gcn_dims=(5, 3), aggregation_dim=6, head_dims=(10,))
     with torch.random.fork_rng(devices=[]):
@@ -78,6 +79,12 @@ def batch_gradients(processes: Processes) -> dict[str, torch.Tensor]:
     noise = {1: torch.randn(B, Z, generator=g),
              2: torch.randn(B // 2, Z, generator=g).repeat_interleave(2, 0)}
     valid = torch.rand(B, generator=g) < 0.6
+    # Conditions of a conditional model, some unset (NaN).
+    conditions = torch.randn(B, 2, generator=g).masked_fill(torch.rand(B, 2, generator=g) < 0.3, float("nan"))
+    conditional = cfg.model_copy(update={"conditions": ("logp", "qed")})
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        c_generator, c_critic = build_generator(conditional, N, A, E), build_discriminator(conditional, A, E)
 
     def mine(x: torch.Tensor) -> torch.Tensor:
         return shard(x, rank, world)
@@ -123,6 +130,22 @@ def batch_gradients(processes: Processes) -> dict[str, torch.Tensor]:
                        temperature=1.3, samples_per_z=2).backward()
         grads |= {f"generator.critic.{penalty_only}.{name}": p.grad.clone()
                   for name, p in generator.named_parameters()}
+    # The conditional generator and critic, each graph with its conditions.
+    ddp_c_generator, ddp_c_critic = processes.wrap(c_generator), processes.wrap(c_critic)
+    loss, _, _ = critic_loss(
+        ddp_c_critic, Graphs(mine(real.atoms), mine(real.bonds), mine(conditions)),
+        Graphs(mine(fake.atoms), mine(fake.bonds), mine(conditions)), mine(eps), Penalty(10.0, share // 2),
+        joint=True,
+    )
+    loss.backward()
+    grads |= {f"critic.conditional.{name}": p.grad.clone() for name, p in c_critic.named_parameters()}
+    logits = ddp_c_generator(mine(noise[1]), mine(conditions))
+    relaxed = logits.relax("softmax", 1.0)
+    wgan = -c_critic(relaxed.atoms, relaxed.bonds, mine(conditions)).mean()
+    rl = reinforce_loss(logits, mine(atoms), mine(bonds), mine(reward), temperature=1.3, standardise=True,
+                        batch_mean=processes.mean)
+    (0.4 * wgan + 0.6 * rl).backward()
+    grads |= {f"generator.conditional.{name}": p.grad.clone() for name, p in c_generator.named_parameters()}
     F.mse_loss(ddp_reward(mine(real.atoms), mine(real.bonds)), mine(target)).backward()
     grads |= {f"reward.{name}": p.grad.clone() for name, p in reward_net.named_parameters()}
     return grads
@@ -193,6 +216,7 @@ def test_ddp_gradients_of_the_shares_are_one_process_gradients_of_the_whole_batc
     # Each process alone on its share gets other gradients: the comparison below can fail.
     alone = batch_gradients(_ShareOf(rank=0, world=WORLD))
     for key in ("critic.full.out.weight", "critic.half.out.weight", "generator.k1.atom_head.weight",
+                "critic.conditional.out.weight", "generator.conditional.body.0.weight",
                 "generator.critic.False.atom_head.weight", "generator.critic.True.atom_head.weight"):
         assert not torch.allclose(alone[key], whole[key]), key
     for rank, (grads, _) in enumerate(two_processes):

@@ -23,9 +23,12 @@ from molgan.models import GraphLogits, Graphs
 from molgan.sampling_settings import SamplingSettings
 from molgan.training.distributed import Processes
 
-Scorer = Callable[[torch.Tensor, torch.Tensor], tuple[list[str | None], list[bool], torch.Tensor]]
-"""Integer graphs, atoms (B, N) and bonds (B, N, N) -> their SMILES, strict validity and exact
-reward (B,) (``Trainer.score``)."""
+Scorer = Callable[
+    [torch.Tensor, torch.Tensor, torch.Tensor | None], tuple[list[str | None], list[bool], torch.Tensor]
+]
+"""Integer graphs, atoms (B, N) and bonds (B, N, N), and the conditions (B, C) they were generated
+for (``None``: unconditional) -> their SMILES, strict validity and exact reward (B,)
+(``Trainer.score``)."""
 
 
 @dataclass(frozen=True)
@@ -70,13 +73,14 @@ def reinforce(run: RLContext, logits: GraphLogits, relaxed: Graphs, with_loss: b
     # step 1000 in a QM9 run).
     tau = cfg.rl_temperature
     atoms, bonds = logits.sample(SamplingSettings("gumbel", tau, 0.0), run.rng)
-    smiles, valid, reward = run.score(atoms, bonds)
+    smiles, valid, reward = run.score(atoms, bonds, relaxed.conditions)
     if not with_loss:
         return RLTerm(None, reward, smiles, valid)
     critic: torch.Tensor | None = None
     stats: dict[str, float] = {}
     if cfg.critic_reward_weight > 0:
-        graphs = Graphs.one_hot(atoms, bonds, logits.atoms.shape[-1], logits.pairs.shape[-1])
+        graphs = Graphs.one_hot(atoms, bonds, logits.atoms.shape[-1], logits.pairs.shape[-1]).with_conditions(
+            relaxed.conditions)
         is_valid = torch.tensor(valid, dtype=torch.bool, device=reward.device)
         critic, valid_mean = critic_reward(
             run.critic, graphs, is_valid, cfg.critic_reward_weight, run.processes.total,
@@ -162,7 +166,8 @@ def critic_reward(
     likes earns the same and only the ones it dislikes are pushed away.
     """
     with torch.no_grad():
-        scores = critic(graphs.atoms, graphs.bonds)
+        scores = (critic(graphs.atoms, graphs.bonds) if graphs.conditions is None
+                  else critic(graphs.atoms, graphs.bonds, graphs.conditions))
     z, valid_mean = standardise_valid(scores, valid, total)
     if penalty_only:
         z, _, _ = _centre_valid(z.clamp(max=0.0), valid, total)
@@ -219,7 +224,7 @@ def reward_network(run: RLContext, logits: GraphLogits, relaxed: Graphs, with_lo
     """The paper's term: minus the reward network's prediction on the ST-relaxed graphs, which
     the gradient flows through. The exact reward is of the graphs those relax (their argmax);
     the loop fits the reward network to it."""
-    smiles, valid, reward = run.score(*relaxed.indices())
+    smiles, valid, reward = run.score(*relaxed.indices(), relaxed.conditions)
     if not with_loss:
         return RLTerm(None, reward, smiles, valid)
     assert run.reward_net is not None, "the trainer builds a reward network for this estimator"

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 import yaml
@@ -47,6 +48,7 @@ from molgan.checkpoint import (
     resolve_checkpoint,
 )
 from molgan.chem import Vocab, decode_and_validate, decode_batch
+from molgan.conditions import ConditionSet, closeness, dataset_properties, property_values
 from molgan.config import Config, ConfigError, config_from_dict
 from molgan.data import MolDataset, dataset_from_config
 from molgan.device import DeviceError, fast_bfloat16, graphs_to_host, resolve_device
@@ -66,9 +68,17 @@ from molgan.training.tensorboard import TensorBoardLog
 log = logging.getLogger(__name__)
 
 
+def _critic_score(critic: torch.nn.Module, atoms: torch.Tensor, bonds: torch.Tensor,
+                  conditions: torch.Tensor | None) -> torch.Tensor:
+    """The critic's scores, with the graphs' conditions where the model has some."""
+    return critic(atoms, bonds) if conditions is None else critic(atoms, bonds, conditions)
+
+
 def gradient_penalty(critic: torch.nn.Module, real: Graphs, fake: Graphs, eps: torch.Tensor) -> torch.Tensor:
     """WGAN-GP: ``mean((||grad_x D(x)|| - 1)^2)`` at the interpolates ``eps * real + (1 - eps) *
     fake`` of B real and fake graphs, ``eps`` (B,) uniform in [0, 1] (one weight per graph).
+    A conditional model's pairs share their conditions (the real graph's), which are not
+    interpolated and not differentiated.
 
     The norm is taken over a graph's atoms and bonds together (per pack with PacGAN). A small
     epsilon inside the square root keeps its gradient finite where the critic's gradient is 0.
@@ -77,7 +87,7 @@ def gradient_penalty(critic: torch.nn.Module, real: Graphs, fake: Graphs, eps: t
     eps = eps.view(b, 1, 1)
     atoms = (eps * real.atoms + (1 - eps) * fake.atoms).requires_grad_(True)
     bonds = (eps.unsqueeze(-1) * real.bonds + (1 - eps.unsqueeze(-1)) * fake.bonds).requires_grad_(True)
-    score = critic(atoms, bonds)
+    score = _critic_score(critic, atoms, bonds, real.conditions)
     # A critic that ignores its input has gradient 0 there, not an error.
     grad_atoms, grad_bonds = torch.autograd.grad(
         score.sum(), (atoms, bonds), create_graph=True, allow_unused=True, materialize_grads=True
@@ -117,11 +127,14 @@ def critic_loss(
     """
     if joint:
         b = real.atoms.shape[0]
-        scores = critic(torch.cat([real.atoms, fake.atoms]), torch.cat([real.bonds, fake.bonds]))
+        both = None if real.conditions is None or fake.conditions is None else torch.cat(
+            [real.conditions, fake.conditions])
+        scores = _critic_score(critic, torch.cat([real.atoms, fake.atoms]),
+                               torch.cat([real.bonds, fake.bonds]), both)
         d_real, d_fake = scores[:b].mean(), scores[b:].mean()
     else:
-        d_real = critic(real.atoms, real.bonds).mean()
-        d_fake = critic(fake.atoms, fake.bonds).mean()
+        d_real = _critic_score(critic, real.atoms, real.bonds, real.conditions).mean()
+        d_fake = _critic_score(critic, fake.atoms, fake.bonds, fake.conditions).mean()
     loss = d_fake - d_real
     gp = None
     if penalty.weight > 0:
@@ -212,6 +225,16 @@ class Trainer:
         # Canonical SMILES of the training rows (row i of train_data is train_smiles_by_row[i]).
         self.train_smiles_by_row = self.train_data.smiles
         self.train_smiles = frozenset(self.train_smiles_by_row)
+        # A conditional model's targets: the training molecules' own properties, standardised.
+        self.conditions: ConditionSet | None = None
+        self.train_conditions: torch.Tensor | None = None
+        if config.model.conditions:
+            names = config.model.conditions
+            values = dataset_properties(self.train_smiles_by_row, names,
+                                        workers=2 if processes.world_size == 1 else 1)
+            self.conditions = ConditionSet.from_values(names, values)
+            raw = torch.from_numpy(values).float()
+            self.train_conditions = self.conditions.standardise(raw).to(self.device)
 
         a, e, n = self.vocab.num_atom_types, self.vocab.num_bond_types, self.vocab.max_atoms
         self.generator = build_generator(config.model, n, a, e).to(self.device)
@@ -263,13 +286,24 @@ class Trainer:
             source, config, vocab = generator_from_checkpoint(ckpt, self.device)
         except (CheckpointError, FileNotFoundError) as exc:
             raise ConfigError(f"train.init_generator: {exc}") from None
-        if config.model != self.config.model:
+        conditional_copy = config.model.model_copy(update={"conditions": self.config.model.conditions})
+        if config.model.conditions or conditional_copy != self.config.model:
             raise ConfigError(f"train.init_generator: {model!r} has another model section than "
                               "this config's")
         if vocab.to_dict() != self.vocab.to_dict():
             raise ConfigError(f"train.init_generator: {model!r} has another vocabulary than this "
                               "config's data")
-        self.generator.load_state_dict(source.state_dict())
+        state = source.state_dict()
+        if self.config.model.conditions:
+            # The unconditional generator as a conditional one that ignores its conditions at
+            # first: zero weights on the condition features it has never read.
+            first = "body.0.weight"
+            if first not in state:
+                raise ConfigError("train.init_generator: a conditional generator starts from one "
+                                  "with a hidden layer (model.generator_dims)")
+            extra = self.generator.state_dict()[first].shape[1] - state[first].shape[1]
+            state[first] = torch.cat([state[first], state[first].new_zeros(state[first].shape[0], extra)], 1)
+        self.generator.load_state_dict(state)
         log.info("generator initialised from %s (step %s)", model, ckpt.meta.get("step"))
 
     @property
@@ -295,16 +329,43 @@ class Trainer:
         graphs = Graphs.one_hot(
             *self.train_data.graphs(idx), self.vocab.num_atom_types, self.vocab.num_bond_types
         )
-        return graphs, idx
+        return graphs.with_conditions(self.conditions_of(idx)), idx
+
+    def conditions_of(self, rows: torch.Tensor) -> torch.Tensor | None:
+        """The conditions (B, C) of training rows (B,), each left unset (NaN) with the chance
+        ``train.condition_dropout``; ``None`` for an unconditional model."""
+        if self.train_conditions is None:
+            return None
+        conditions = self.train_conditions[rows]
+        p = self.config.train.condition_dropout
+        if p > 0:
+            drop = torch.rand(conditions.shape, generator=self.rng, device=self.device) < p
+            conditions = conditions.masked_fill(drop, math.nan)
+        return conditions
 
     def score(
-        self, atoms: torch.Tensor, bonds: torch.Tensor
+        self, atoms: torch.Tensor, bonds: torch.Tensor, conditions: torch.Tensor | None = None
     ) -> tuple[list[str | None], list[bool], torch.Tensor]:
         """SMILES, strict validity and exact reward (B,), on the device, of integer graphs: atoms
-        (B, N), bonds (B, N, N). RDKit decodes and scores them on the CPU."""
+        (B, N), bonds (B, N, N). RDKit decodes and scores them on the CPU. Graphs generated for
+        targets (conditions (B, C)) have their reward multiplied by ``closeness ** w``
+        (``reward.target_weight``)."""
         smiles, valid = decode_and_validate(*graphs_to_host(atoms, bonds), self.vocab)
         reward = self.reward_fn(smiles, gather=self.processes.gather_strings)
+        weight = self.config.reward.target_weight
+        if conditions is not None and self.conditions is not None and weight > 0:
+            achieved = self.achieved(smiles, valid)
+            near = closeness(achieved, conditions.float().cpu(), self.config.reward.target_width)
+            reward = reward * near.pow(weight)
         return smiles, valid, reward.to(self.device)
+
+    def achieved(self, smiles: list[str | None], valid: list[bool]) -> torch.Tensor:
+        """The standardised properties (B, C) of the conditions of each valid molecule (NaN
+        for the others), on the CPU."""
+        assert self.conditions is not None
+        kept = [s if ok else None for s, ok in zip(smiles, valid, strict=True)]
+        raw = torch.from_numpy(property_values(kept, self.conditions.names)).float()
+        return self.conditions.standardise(raw)
 
     def tau(self) -> float:
         t = self.config.temperature
@@ -316,8 +377,11 @@ class Trainer:
         cfg = self.config.train
         real, _ = self.real_batch()
         with torch.no_grad():
-            logits = self.generator(self.generator.noise(self.local_batch, self.rng))
-            fake = logits.relax(self.config.model.estimator, tau, self.rng)
+            # A conditional model generates for the real graphs' conditions: the critic judges
+            # molecule and property together.
+            noise = self.generator.noise(self.local_batch, self.rng)
+            logits = self.generator(noise, real.conditions)
+            fake = logits.relax(self.config.model.estimator, tau, self.rng).with_conditions(real.conditions)
         eps = torch.rand(self.local_batch, generator=self.rng, device=self.device)
         # bfloat16 autocast: the matrix products at half the cost; weights and Adam stay float32.
         with torch.autocast(self.device.type, torch.bfloat16, enabled=self.critic_bfloat16):
@@ -364,9 +428,15 @@ class Trainer:
         cfg = self.config.train
         # Only REINFORCE compares several samples of one noise vector (see train.rl_samples_per_z).
         k = cfg.rl_samples_per_z if cfg.rl_estimator == "reinforce" else 1
+        conditions = None
+        if self.train_conditions is not None:
+            # Targets drawn from the data's own joint distribution of the properties.
+            rows = torch.randint(len(self.train_data), (self.local_batch // k,), generator=self.rng,
+                                 device=self.device)
+            conditions = self.conditions_of(rows).repeat_interleave(k, dim=0)
         z = self.generator.noise(self.local_batch // k, self.rng).repeat_interleave(k, dim=0)
-        logits = self.ddp_generator(z)
-        fake = logits.relax(self.config.model.estimator, tau, self.rng)
+        logits = self.ddp_generator(z, conditions)
+        fake = logits.relax(self.config.model.estimator, tau, self.rng).with_conditions(conditions)
         stats: dict[str, float] = {}
         rl_on = cfg.lam < 1.0 and self.state.step >= cfg.rl_start_step
         # The RL estimator scores the batch even while its term is off: the reward is logged.
@@ -374,7 +444,7 @@ class Trainer:
         stats |= rl.stats
         if cfg.lam > 0 or rl.loss is None:
             # The critic itself, not its DDP wrapper: its gradients here are thrown away.
-            wgan = -self.discriminator(fake.atoms, fake.bonds).mean()
+            wgan = -_critic_score(self.discriminator, fake.atoms, fake.bonds, fake.conditions).mean()
             stats["g_wgan"] = wgan.item()
             loss = cfg.lam * wgan + (1.0 - cfg.lam) * rl.loss if rl.loss is not None else wgan
         else:
@@ -421,13 +491,21 @@ class Trainer:
         self.generator.eval()
         rng = torch.Generator(self.device).manual_seed(cfg.eval_seed)
         results: dict[str, Any] = {}
-        logits = self.generator(self.generator.noise(cfg.eval_samples, rng))
+        noise = self.generator.noise(cfg.eval_samples, rng)
+        targets = None
+        if self.train_conditions is not None:
+            # A conditional model is asked for the properties of random training molecules.
+            rows = torch.randint(len(self.train_data), (cfg.eval_samples,), generator=rng, device=self.device)
+            targets = self.train_conditions[rows]
+        logits = self.generator(noise, targets)
         for mode in ("argmax", "gumbel"):
             atoms, bonds = logits.sample(SamplingSettings.resolve(sampling, mode), rng)
             smiles = decode_batch(*graphs_to_host(atoms, bonds), self.vocab)
             m = evaluate_smiles(smiles, self.train_smiles).to_dict()
             for key in ("validity", "validity_loose", "uniqueness", "novelty", "vun", "qed_mean"):
                 results[f"{mode}_{key}"] = m[key]
+            if targets is not None and mode == sampling.mode:
+                results |= self._target_errors(smiles, targets)
         self.generator.train()
         mode = sampling.mode
         results["validity"] = results[f"{mode}_validity"]
@@ -435,6 +513,20 @@ class Trainer:
         results["novelty"] = results[f"{mode}_novelty"]
         results["score"] = results["validity"] * results["uniqueness"]
         return results
+
+    def _target_errors(self, smiles: list[str | None], targets: torch.Tensor) -> dict[str, float]:
+        """Mean absolute error, in the property's units, between each valid sample's property
+        and its target: ``target_mae_<name>`` (absent when no sample is valid)."""
+        assert self.conditions is not None
+        values = property_values(smiles, self.conditions.names)
+        out = {}
+        for i, c in enumerate(self.conditions.conditions):
+            wanted = targets[:, i].cpu().double().numpy() * c.std + c.mean
+            gaps = abs(values[:, i] - wanted)
+            gaps = gaps[~np.isnan(gaps)]
+            if len(gaps):
+                out[f"target_mae_{c.name}"] = float(gaps.mean())
+        return out
 
     # ----------------------------------------------------------------------------- checkpoints
     def checkpoint_meta(self, metrics: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -444,7 +536,7 @@ class Trainer:
             "step": self.state.step,
             "train_state": self.state.__dict__ | {"reward_memory": self.reward_fn.memory_state()},
             "metrics": metrics or {},
-        }
+        } | ({"conditions": self.conditions.to_list()} if self.conditions is not None else {})
 
     def save_generator(self, path: Path, metrics: dict[str, Any] | None = None) -> Path:
         """Write the generator alone (what sampling needs): ``best`` and snapshots. Rank 0's job."""

@@ -238,6 +238,12 @@ class TrainConfig(_Section):
     condition_dropout: float = Field(0.0, ge=0.0, le=1.0)
     """Conditional models: the chance that each condition of a training graph is left unset, so
     that a user may leave it unset too ("QED 0.5, logP anything")."""
+    hindsight_weight: float = Field(0.0, ge=0.0)
+    """Conditional models with REINFORCE: after each generator update, a second one that raises
+    the likelihood of each valid sample given the noise it came from and, as its targets, the
+    properties it turned out to have (hindsight relabelling): every valid sample then teaches
+    the generator what to draw when asked for its values, not only the few that came near the
+    targets they were drawn for. Conditions that were unset stay unset. 0 = off."""
     mode_seeking_weight: float = Field(0.0, ge=0.0)
     """Weight of a mode-seeking term (Mao et al. 2019) that rewards different noise vectors for
     giving different graph distributions, so that the noise, not only the sampling, carries variety."""
@@ -310,6 +316,11 @@ class Config(_Section):
         # The reward network would have to learn each target's reward: not built for conditions.
         if self.model.conditions and self.train.rl_estimator == "reward_net" and self.train.lam < 1:
             raise ValueError("model.conditions needs train.rl_estimator: reinforce (or train.lam: 1)")
+        if self.train.hindsight_weight > 0 and (
+            not self.model.conditions or self.train.rl_estimator != "reinforce"
+        ):
+            raise ValueError("train.hindsight_weight > 0 needs model.conditions and train.rl_estimator: "
+                             "reinforce (it relabels REINFORCE's samples)")
         return self
 
     @model_validator(mode="after")

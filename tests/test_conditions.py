@@ -313,3 +313,34 @@ def test_graphs_carry_their_conditions_through_slicing() -> None:
     g = Graphs(torch.zeros(4, 3, 2), torch.zeros(4, 3, 3, 2), torch.arange(8.0).view(4, 2))
     assert g[1:3].conditions.tolist() == [[2.0, 3.0], [4.0, 5.0]]
     assert Graphs(torch.zeros(4, 3, 2), torch.zeros(4, 3, 3, 2))[:2].conditions is None
+
+
+def test_hindsight_raises_the_likelihood_of_each_graph_given_its_own_properties(
+    debug_config: Callable[..., Config], tmp_path: Path
+) -> None:
+    from molgan.training.rl import RLTerm
+
+    config = debug_config(*CONDITIONAL_OVERRIDES, "train.hindsight_weight=1.0")
+    trainer = Trainer(config, tmp_path / "run", progress=False)
+    rows = torch.arange(8)
+    atoms, bonds = trainer.train_data.graphs(rows)
+    smiles = [trainer.train_smiles_by_row[i] for i in rows.tolist()]
+    valid = [True] * 7 + [False]  # the last one is left out as if it were not a molecule
+    asked = torch.zeros(8, 2)
+    asked[::2, 1] = math.nan  # QED unset for every other graph: it stays unset
+    z = trainer.generator.noise(8, torch.Generator().manual_seed(0))
+    own = trainer.achieved(smiles, valid)
+    assert torch.allclose(own[:7], trainer.train_conditions[rows][:7]) and torch.isnan(own[7]).all()
+    relabelled = torch.where(torch.isnan(asked), asked, own)
+
+    def likelihood() -> torch.Tensor:
+        with torch.no_grad():
+            return trainer.generator(z[:7], relabelled[:7]).log_prob(atoms[:7], bonds[:7])
+
+    before = likelihood()
+    rl = RLTerm(None, torch.zeros(8), smiles, valid, graphs=(atoms, bonds))
+    stats = trainer.hindsight_step(z, asked, rl)
+    assert stats["hindsight_nll"] == pytest.approx(-before.mean().item(), rel=1e-5)
+    assert likelihood().mean() > before.mean()
+    with pytest.raises(ConfigError, match="hindsight"):
+        debug_config("train.hindsight_weight=1.0", "train.rl_estimator=reinforce")

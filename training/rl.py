@@ -63,6 +63,9 @@ class RLTerm:
     (``train.critic_reward_weight``); ``None`` when it is off."""
     stats: dict[str, float] = field(default_factory=dict)
     """Statistics of the term for the training log."""
+    graphs: tuple[torch.Tensor, torch.Tensor] | None = None
+    """The integer graphs scored, atoms (B, N) and bonds (B, N, N), where they were sampled
+    (REINFORCE); ``None`` for the reward network's term."""
 
 
 def reinforce(run: RLContext, logits: GraphLogits, relaxed: Graphs, with_loss: bool) -> RLTerm:
@@ -75,7 +78,7 @@ def reinforce(run: RLContext, logits: GraphLogits, relaxed: Graphs, with_loss: b
     atoms, bonds = logits.sample(SamplingSettings("gumbel", tau, 0.0), run.rng)
     smiles, valid, reward = run.score(atoms, bonds, relaxed.conditions)
     if not with_loss:
-        return RLTerm(None, reward, smiles, valid)
+        return RLTerm(None, reward, smiles, valid, graphs=(atoms, bonds))
     critic: torch.Tensor | None = None
     stats: dict[str, float] = {}
     if cfg.critic_reward_weight > 0:
@@ -92,7 +95,7 @@ def reinforce(run: RLContext, logits: GraphLogits, relaxed: Graphs, with_loss: b
         samples_per_z=cfg.rl_samples_per_z, entropy_weight=cfg.entropy_weight,
         standardise=cfg.rl_advantage == "standardised", batch_mean=run.processes.mean,
     )
-    return RLTerm(loss, reward, smiles, valid, critic, stats)
+    return RLTerm(loss, reward, smiles, valid, critic, stats, graphs=(atoms, bonds))
 
 
 STD_FLOOR = 1e-5

@@ -458,10 +458,34 @@ class Trainer:
         self.opt_g.step()
 
         stats["g_loss"] = loss.item()
+        if cfg.hindsight_weight > 0 and conditions is not None:
+            stats |= self.hindsight_step(z, conditions, rl)
         stats["reward"] = rl.reward.mean().item()
         stats["batch_valid"] = sum(rl.valid) / len(rl.valid)
         relaxed = Graphs(fake.atoms.detach(), fake.bonds.detach())
         return GeneratorUpdate(stats, relaxed, rl)
+
+    def hindsight_step(self, z: torch.Tensor, conditions: torch.Tensor, rl: RLTerm) -> dict[str, float]:
+        """A generator update on ``-hindsight_weight * mean log p(graph | z, its own properties)``
+        over the valid graphs of this step's REINFORCE samples (``train.hindsight_weight``): each
+        graph relabelled as the answer to the targets it achieved. Conditions the graph was drawn
+        without stay unset. With several processes each averages over its own valid graphs."""
+        assert rl.graphs is not None, "REINFORCE keeps the graphs it sampled"
+        keep = torch.tensor(rl.valid, dtype=torch.bool, device=self.device)
+        achieved = self.achieved(rl.smiles, rl.valid).to(self.device)
+        relabelled = torch.where(torch.isnan(conditions), conditions, achieved)
+        atoms, bonds = rl.graphs
+        weight = self.config.train.hindsight_weight
+        if not keep.any():  # a pass of weight 0, so that the processes' DDP updates still pair up
+            keep[0], weight = True, 0.0
+            relabelled = relabelled.nan_to_num(0.0)
+        logits = self.ddp_generator(z[keep], relabelled[keep])
+        log_prob = logits.log_prob(atoms[keep], bonds[keep], self.config.train.rl_temperature)
+        loss = -weight * log_prob.mean()
+        self.opt_g.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt_g.step()
+        return {"hindsight_nll": -log_prob.mean().item()}
 
     def train_step(self, tau: float) -> dict[str, float]:
         """One step of the loop: ``n_critic`` critic updates, one generator update, then (with a

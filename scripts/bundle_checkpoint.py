@@ -6,7 +6,9 @@
 
 Keeps only the generator (what sampling needs), sets the default sampling temperature and min-p if given,
 evaluates it with ``molgan.evaluation.evaluate_sampler`` (seed 0, FCD and the property objectives
-included) and stores that evaluation in the checkpoint's metadata and beside it as JSON.
+included) and stores that evaluation in the checkpoint's metadata and beside it as JSON. A
+conditional model is also evaluated at the grid of targets (``molgan evaluate --targets``, seed 0,
+beside the bundled ``qm9``), stored beside it as ``<name>.targets.json``.
 """
 
 from __future__ import annotations
@@ -16,8 +18,9 @@ import json
 from pathlib import Path
 
 from molgan.checkpoint import BUNDLED_NAME, Checkpoint, CheckpointWriter, load_checkpoint
-from molgan.evaluation import evaluate_sampler
+from molgan.evaluation import dataset_references, evaluate_sampler
 from molgan.sampling import MoleculeSampler, generator_from_checkpoint
+from molgan.target_evaluation import evaluate_targets, format_report
 
 ASSETS = Path(__file__).resolve().parents[1] / "molgan" / "assets"
 
@@ -39,7 +42,7 @@ def main() -> None:
     out: Path = args.out or ASSETS / BUNDLED_NAME
 
     ckpt = load_checkpoint(args.checkpoint)
-    meta = {k: v for k, v in ckpt.meta.items() if k in ("config", "vocab", "step", "metrics")}
+    meta = {k: v for k, v in ckpt.meta.items() if k in ("config", "vocab", "step", "metrics", "conditions")}
     if args.temperature is not None:
         meta["config"]["sampling"]["temperature"] = args.temperature
     if args.min_p is not None:
@@ -55,6 +58,12 @@ def main() -> None:
     report = out.with_suffix(".eval.json")
     report.write_text(json.dumps(evaluation, indent=2, sort_keys=True) + "\n")
     print(json.dumps(evaluation, indent=2, sort_keys=True))
+    if sampler.conditions is not None:
+        train_smiles, _ = dataset_references(config.data)
+        targets = evaluate_targets(sampler, MoleculeSampler.load("qm9"), 2000, seed=0,
+                                   train_smiles=train_smiles)
+        out.with_suffix(".targets.json").write_text(json.dumps(targets, indent=2) + "\n")
+        print(format_report(targets))
 
 
 if __name__ == "__main__":

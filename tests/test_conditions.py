@@ -344,3 +344,21 @@ def test_hindsight_raises_the_likelihood_of_each_graph_given_its_own_properties(
     assert likelihood().mean() > before.mean()
     with pytest.raises(ConfigError, match="hindsight"):
         debug_config("train.hindsight_weight=1.0", "train.rl_estimator=reinforce")
+
+
+def test_missed_bars_names_each_bar_a_report_misses() -> None:
+    from molgan.target_evaluation import missed_bars
+
+    def figures(mae: float | None, within: float) -> dict[str, float | None]:
+        return {"mean": 0.0, "std": 0.0, "mae": mae, "within": within}
+
+    good = {"target": "logp p10", "targets": {"logp": -0.8}, "validity": 0.99, "uniqueness": 0.8,
+            "logp": figures(0.2, 0.3), "baseline_logp": figures(1.0, 0.1)}
+    assert missed_bars({"rows": [good], "spearman": {"logp": 0.95}}) == []
+    bad = good | {"uniqueness": 0.6, "logp": figures(0.4, 0.2)}
+    missed = missed_bars({"rows": [bad], "spearman": {"logp": 0.5}})
+    assert len(missed) == 4  # uniqueness, MAE, 2x the baseline's share, Spearman
+    assert any("uniqueness" in m for m in missed) and any("Spearman" in m for m in missed)
+    assert any("2.00x" in m for m in missed)
+    middle = good | {"target": "logp p50", "logp": figures(0.2, 0.1)}  # the ratio counts at p10/p90 only
+    assert missed_bars({"rows": [middle], "spearman": {"logp": 0.95}}) == []

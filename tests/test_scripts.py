@@ -197,3 +197,34 @@ def test_select_ranks_by_a_property_of_the_valid_samples(
     expected = objective_metrics([s.smiles if s.valid else None for s in samples], (objective,))
     assert row[f"{objective}_valid_mean"] == pytest.approx(expected[f"{objective}_valid_mean"])
     assert row[f"{objective}_hits"] == pytest.approx(expected[f"{objective}_hits"])
+
+
+CONDITIONAL_SCRIPT = SCRIPT.with_name("select_conditional.py")
+
+
+def test_select_conditional_scores_every_snapshot_and_setting_and_ranks_by_missed_bars(
+    tmp_path: Path, conditional_run: Path
+) -> None:
+    from molgan.target_evaluation import evaluate_targets, missed_bars
+    from tests.test_api_conditions import conditional_template
+
+    run = RunDir(tmp_path / "run")
+    run.snapshot_dir.mkdir(parents=True)
+    conditional_template(run.snapshot(10), conditional_run / "last.safetensors")  # makes molecules
+    shutil.copy(conditional_run / "last.safetensors", run.snapshot(20))  # makes none yet
+    out = tmp_path / "scores.jsonl"
+    done = subprocess.run(
+        [sys.executable, str(CONDITIONAL_SCRIPT), str(run.path), "--samples", "30", "--temperatures",
+         "1.0", "--min-ps", "0,0.1", "--out", str(out)],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert done.returncode == 0, done.stderr
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert sorted((r["step"], r["min_p"]) for r in rows) == [(10, 0.0), (10, 0.1), (20, 0.0), (20, 0.1)]
+    keys = [(len(r["missed"]), r["relative_mae"]) for r in rows]
+    assert keys == sorted(keys)
+    first = rows[0]
+    sampler = MoleculeSampler.load(first["snapshot"])
+    report = evaluate_targets(sampler, None, 30, seed=1,
+                              settings=SamplingSettings("gumbel", 1.0, first["min_p"]))
+    assert first["missed"] == missed_bars(report)

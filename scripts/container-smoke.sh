@@ -316,6 +316,30 @@ objectives = {m["name"]: m["objectives"] for m in json.load(open(sys.argv[1]))["
 assert objectives["qm9"] == [] and objectives["qm9-qed"] == ["qed"], objectives
 EOF
 pass "GET /v1/models: every bundled model (${MODELS[*]}), qm9-qed optimised for QED"
+# The conditional model: its conditions and ranges are listed, a target inside the range samples,
+# one outside it is a 422 naming it.
+python3 - "$WORK/models.json" <<'EOF' || die "the conditions GET /v1/models lists"
+import json, sys
+models = {m["name"]: m for m in json.load(open(sys.argv[1]))["models"]}
+names = [c["name"] for c in models["qm9-cond"]["conditions"]]
+assert names == ["logp", "qed"] and models["qm9"]["conditions"] == [], names
+for c in models["qm9-cond"]["conditions"]:
+    assert c["low"] < c["percentiles"]["50"] < c["high"], c
+EOF
+http POST /v1/generate '{"n": 8, "seed": 1, "model": "qm9-cond", "targets": {"logp": 1.0}, "properties": true}' \
+    >"$WORK/gen-cond.json" || die "POST /v1/generate with targets"
+python3 - "$PORT" <<'EOF' || die "a target out of range is not a 422 naming it"
+import json, sys, urllib.error, urllib.request
+body = json.dumps({"n": 2, "model": "qm9-cond", "targets": {"logp": 99}}).encode()
+req = urllib.request.Request(f"http://127.0.0.1:{sys.argv[1]}/v1/generate", data=body, method="POST",
+                             headers={"Content-Type": "application/json"})
+try:
+    urllib.request.urlopen(req, timeout=60)
+    raise SystemExit("accepted")
+except urllib.error.HTTPError as exc:
+    assert exc.code == 422 and "targets" in exc.read().decode(), exc.code
+EOF
+pass "qm9-cond: conditions listed, targets sample, a target out of range is a 422"
 for model in "${MODELS[@]}"; do
     http POST /v1/generate "{\"n\": 8, \"seed\": 1, \"model\": \"$model\"}" >"$WORK/gen-$model.json" \
         || die "POST /v1/generate for model $model"

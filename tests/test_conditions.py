@@ -301,6 +301,7 @@ def test_evaluate_targets_reports_every_grid_point(conditional_run: Path) -> Non
     first = report["rows"][0]
     assert set(first) >= {"validity", "uniqueness", "logp", "baseline_logp"}
     assert 0.0 <= first["baseline_logp"]["within"] <= 1.0
+    assert set(report["spearman"]) == set(report["spearman_of_means"]) == {"logp", "qed"}
     result = runner.invoke(app, ["evaluate", str(conditional_run / "last.safetensors"), "--targets",
                                  "-n", "20", "--baseline", "none"])
     assert result.exit_code == 0, result.stderr

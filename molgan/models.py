@@ -521,6 +521,14 @@ class GraphCritic(nn.Module):
         return self.out(self.head(g)).squeeze(-1)
 
 
+def critic_scores(
+    critic: nn.Module, atoms: torch.Tensor, bonds: torch.Tensor, conditions: torch.Tensor | None
+) -> torch.Tensor:
+    """``critic``'s scores of graphs, given their conditions (B, C) where the model has some: a
+    critic of an unconditional model is called with the graph alone."""
+    return critic(atoms, bonds) if conditions is None else critic(atoms, bonds, conditions)
+
+
 class RewardNetwork(GraphCritic):
     """The critic's architecture with a sigmoid: predicts a reward in [0, 1] per graph (B,)
     (built without packing: the reward belongs to a single graph)."""

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from molgan.config import TrainConfig
-from molgan.models import GraphLogits, Graphs
+from molgan.models import GraphLogits, Graphs, critic_scores
 from molgan.sampling_settings import SamplingSettings
 from molgan.training.distributed import Processes
 
@@ -169,8 +169,7 @@ def critic_reward(
     likes earns the same and only the ones it dislikes are pushed away.
     """
     with torch.no_grad():
-        scores = (critic(graphs.atoms, graphs.bonds) if graphs.conditions is None
-                  else critic(graphs.atoms, graphs.bonds, graphs.conditions))
+        scores = critic_scores(critic, graphs.atoms, graphs.bonds, graphs.conditions)
     z, valid_mean = standardise_valid(scores, valid, total)
     if penalty_only:
         z, _, _ = _centre_valid(z.clamp(max=0.0), valid, total)

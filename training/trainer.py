@@ -55,7 +55,14 @@ from molgan.device import DeviceError, fast_bfloat16, graphs_to_host, resolve_de
 from molgan.files import atomic_write
 from molgan.gumbel import temperature
 from molgan.metrics import evaluate_smiles
-from molgan.models import GraphLogits, Graphs, build_discriminator, build_generator, build_reward_network
+from molgan.models import (
+    GraphLogits,
+    Graphs,
+    build_discriminator,
+    build_generator,
+    build_reward_network,
+    critic_scores,
+)
 from molgan.rewards import RewardFunction
 from molgan.sampling import generator_from_checkpoint
 from molgan.sampling_settings import SamplingSettings
@@ -66,12 +73,6 @@ from molgan.training.run_dir import RunDir
 from molgan.training.tensorboard import TensorBoardLog
 
 log = logging.getLogger(__name__)
-
-
-def _critic_score(critic: torch.nn.Module, atoms: torch.Tensor, bonds: torch.Tensor,
-                  conditions: torch.Tensor | None) -> torch.Tensor:
-    """The critic's scores, with the graphs' conditions where the model has some."""
-    return critic(atoms, bonds) if conditions is None else critic(atoms, bonds, conditions)
 
 
 def gradient_penalty(critic: torch.nn.Module, real: Graphs, fake: Graphs, eps: torch.Tensor) -> torch.Tensor:
@@ -87,7 +88,7 @@ def gradient_penalty(critic: torch.nn.Module, real: Graphs, fake: Graphs, eps: t
     eps = eps.view(b, 1, 1)
     atoms = (eps * real.atoms + (1 - eps) * fake.atoms).requires_grad_(True)
     bonds = (eps.unsqueeze(-1) * real.bonds + (1 - eps.unsqueeze(-1)) * fake.bonds).requires_grad_(True)
-    score = _critic_score(critic, atoms, bonds, real.conditions)
+    score = critic_scores(critic, atoms, bonds, real.conditions)
     # A critic that ignores its input has gradient 0 there, not an error.
     grad_atoms, grad_bonds = torch.autograd.grad(
         score.sum(), (atoms, bonds), create_graph=True, allow_unused=True, materialize_grads=True
@@ -129,12 +130,12 @@ def critic_loss(
         b = real.atoms.shape[0]
         both = None if real.conditions is None or fake.conditions is None else torch.cat(
             [real.conditions, fake.conditions])
-        scores = _critic_score(critic, torch.cat([real.atoms, fake.atoms]),
+        scores = critic_scores(critic, torch.cat([real.atoms, fake.atoms]),
                                torch.cat([real.bonds, fake.bonds]), both)
         d_real, d_fake = scores[:b].mean(), scores[b:].mean()
     else:
-        d_real = _critic_score(critic, real.atoms, real.bonds, real.conditions).mean()
-        d_fake = _critic_score(critic, fake.atoms, fake.bonds, fake.conditions).mean()
+        d_real = critic_scores(critic, real.atoms, real.bonds, real.conditions).mean()
+        d_fake = critic_scores(critic, fake.atoms, fake.bonds, fake.conditions).mean()
     loss = d_fake - d_real
     gp = None
     if penalty.weight > 0:
@@ -444,7 +445,7 @@ class Trainer:
         stats |= rl.stats
         if cfg.lam > 0 or rl.loss is None:
             # The critic itself, not its DDP wrapper: its gradients here are thrown away.
-            wgan = -_critic_score(self.discriminator, fake.atoms, fake.bonds, fake.conditions).mean()
+            wgan = -critic_scores(self.discriminator, fake.atoms, fake.bonds, fake.conditions).mean()
             stats["g_wgan"] = wgan.item()
             loss = cfg.lam * wgan + (1.0 - cfg.lam) * rl.loss if rl.loss is not None else wgan
         else:

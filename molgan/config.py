@@ -74,15 +74,28 @@ class DataConfig(_Section):
 ConditionName = Literal["logp", "qed", "sa", "mol_weight"]
 """Properties a model can be conditioned on (``molgan.conditions.PROPERTIES``)."""
 
-GeneratorKind = Literal["mlp", "atoms_first"]
+CriticFeature = Literal["cycles", "bond_pairs", "degrees"]
+"""What ``model.critic_features`` may name (``molgan.graph_features``): ``cycles``, the 3- to
+5-cycles through each atom and the 3- to 6-cycles of each graph; ``bond_pairs``, each graph's
+bonds of each type between each pair of elements; ``degrees``, each atom's degree and each
+graph's histogram of them."""
+
+GeneratorKind = Literal["mlp", "atoms_first", "transformer"]
 """Names of the generators of ``molgan.models`` (``GENERATORS``)."""
+
+
+CRITIC_FIELDS = (
+    "gcn_dims", "aggregation_dim", "head_dims", "pack", "critic_features", "critic_features_detached",
+)
+"""The fields of ``model`` that shape the critic and the reward network alone."""
 
 
 class ModelConfig(_Section):
     generator: GeneratorKind = "mlp"
-    """``mlp``: atom and bond logits as independent heads of one MLP (MolGAN); ``atoms_first``:
-    atom types are drawn first and the bond logits computed from them. Checkpoints without this
-    key hold an ``mlp`` generator."""
+    """``mlp``: atom and bond logits as independent heads of one MLP (MolGAN); ``transformer``: the
+    same independent choices from atom tokens and pair states that attend to one another;
+    ``atoms_first``: atom types are drawn first and the bond logits computed from them.
+    Checkpoints without this key hold an ``mlp`` generator."""
     z_dim: int = Field(32, ge=1)
     generator_dims: tuple[int, ...] = (128, 256, 512)
     generator_dropout: float = Field(0.0, ge=0.0, lt=1.0)
@@ -95,6 +108,12 @@ class ModelConfig(_Section):
     """MLP between the graph embedding and the single output."""
     pack: int = Field(1, ge=1)
     """PacGAN packing: the critic scores ``pack`` graphs at once (1 = off)."""
+    critic_features: tuple[CriticFeature, ...] = ()
+    """Structural features the critic (and the reward network) reads beside the graph
+    (``molgan.graph_features``): any of ``cycles``, ``bond_pairs``, ``degrees``."""
+    critic_features_detached: bool = False
+    """Pass no gradient through the structural features: the critic reads them, but its gradient
+    reaches the graph (the generator, the gradient penalty) through the R-GCN alone."""
     conditions: tuple[ConditionName, ...] = ()
     """Properties the generator and the critic are conditioned on (``molgan.conditions``): a
     user then asks for a value of each, e.g. ``[logp, qed]``. Empty: an unconditional model."""
@@ -103,6 +122,8 @@ class ModelConfig(_Section):
     def _distinct_conditions(self) -> ModelConfig:
         if len(set(self.conditions)) != len(self.conditions):
             raise ValueError(f"model.conditions names a property twice: {list(self.conditions)}")
+        if len(set(self.critic_features)) != len(self.critic_features):
+            raise ValueError(f"model.critic_features names a feature twice: {list(self.critic_features)}")
         return self
 
 

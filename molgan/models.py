@@ -1,8 +1,9 @@
 """Generators, the distributions over graphs they return, relational-GCN critic and reward network.
 
-Two generators (``model.generator``): ``MLPGenerator`` returns ``GraphLogits``, independent atom
-and bond choices; ``AtomsFirstGenerator`` returns ``AtomsFirstLogits``, atom choices first and
-bond choices given them. Both offer ``relax`` (graphs for the critic), ``sample``, ``log_prob``
+Three generators (``model.generator``): ``MLPGenerator`` returns ``GraphLogits``, independent atom
+and bond choices; ``TransformerGenerator`` returns them too, from atom tokens and pair states that
+attend to one another; ``AtomsFirstGenerator`` returns ``AtomsFirstLogits``, atom choices first
+and bond choices given them. All offer ``relax`` (graphs for the critic), ``sample``, ``log_prob``
 and ``entropy``, so training and sampling need not know which generator they drive.
 
 Shapes: B graphs, N atoms per graph, A atom types (index 0 = no atom), E bond types
@@ -24,7 +25,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from molgan.conditions import condition_features
-from molgan.config import ModelConfig
+from molgan.config import CriticFeature, ModelConfig
+from molgan.graph_features import feature_sizes, structure_features
 from molgan.gumbel import Estimator, check_temperature, gumbel_max, relax, truncate_min_p
 from molgan.sampling_settings import SamplingSettings
 
@@ -299,16 +301,24 @@ class Generator(nn.Module):
         self.n_pairs = n_atoms * (n_atoms - 1) // 2
         self.body = _mlp([z_dim + 2 * n_conditions, *hidden_dims], nn.Tanh, dropout)
         self.trunk_dim = hidden_dims[-1] if hidden_dims else z_dim + 2 * n_conditions
-        self.atom_head = nn.Linear(self.trunk_dim, n_atoms * n_atom_types)
+        if self.atoms_from_trunk:
+            self.atom_head = nn.Linear(self.trunk_dim, n_atoms * n_atom_types)
         self.build_bond_stage()
+
+    atoms_from_trunk = True
+    """Whether the atom logits are a linear head of the trunk (``atom_logits``)."""
 
     def build_bond_stage(self) -> None:
         """Add the modules that give the bond logits (called at the end of ``__init__``)."""
         raise NotImplementedError
 
+    @property
+    def device(self) -> torch.device:
+        return self.body[0].weight.device if len(self.body) else next(self.parameters()).device
+
     def noise(self, batch_size: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """Standard normal z (B, Z) from an explicit generator."""
-        device = self.atom_head.weight.device
+        device = self.device
         return torch.randn(batch_size, self.z_dim, generator=generator, device=device)
 
     def trunk(self, z: torch.Tensor, conditions: torch.Tensor | None = None) -> torch.Tensor:
@@ -361,11 +371,14 @@ class AtomAttention(nn.Module):
         self.norm_mlp = nn.LayerNorm(dim)
         self.mlp = nn.Sequential(nn.Linear(dim, 2 * dim), nn.GELU(), nn.Linear(2 * dim, dim))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+        """``bias`` (B, heads, N, N), if given, is added to the attention logits (what the pairs
+        of atoms say about attending from one to the other)."""
         b, n, dim = x.shape
         # (3, B, heads, N, dim / heads)
         q, k, v = self.qkv(self.norm_attention(x)).view(b, n, 3, self.heads, -1).permute(2, 0, 3, 1, 4)
-        weights = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1]), dim=-1)  # (B, heads, N, N)
+        scores = q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])  # (B, heads, N, N)
+        weights = torch.softmax(scores if bias is None else scores + bias, dim=-1)
         attended = (weights @ v).transpose(1, 2).reshape(b, n, dim)
         x = x + self.mix(attended)
         return x + self.mlp(self.norm_mlp(x))
@@ -435,6 +448,65 @@ class AtomsFirstGenerator(Generator):
         return AtomsFirstLogits(self.atom_logits(h), nodes, self.bond_stage)
 
 
+class PairUpdate(nn.Module):
+    """Atom states (B, N, H) -> an update (B, N, N, D) of the state of every atom pair, symmetric by
+    construction: ``tanh(S (x_i + x_j) + (M x_i) * (M x_j))``, with ``S`` and ``M`` applied once per
+    atom (as ``BondsGivenAtoms`` scores its pairs)."""
+
+    def __init__(self, dim: int, pair_dim: int) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(dim)
+        self.pair_sum = nn.Linear(dim, pair_dim)
+        self.pair_product = nn.Linear(dim, pair_dim, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.norm(x)
+        # The bias of pair_sum would count twice in s_i + s_j: it is added once below instead.
+        s, m = F.linear(x, self.pair_sum.weight), self.pair_product(x)  # (B, N, D) each
+        sums = s.unsqueeze(2) + s.unsqueeze(1) + self.pair_sum.bias
+        return torch.tanh(sums + m.unsqueeze(2) * m.unsqueeze(1))
+
+
+class TransformerGenerator(Generator):
+    """A generator that sees the whole graph it emits (``GraphLogits``): the trunk gives N atom
+    tokens (B, N, H), the per-position weights of ``token_head`` acting as learned positions, and
+    ``layers`` rounds refine them together with a state per atom pair (B, N, N, D). Each round
+    updates the pair states from the atoms (``PairUpdate``) and lets the atoms attend to one
+    another with the pair states as attention biases (``AtomAttention``). Atom logits come from
+    each token, bond logits from each pair's final state. Still one shot: every choice is made at
+    once, but each knows what the others are likely to be."""
+
+    token_dim = 48
+    """H: width of an atom token."""
+    pair_dim = 16
+    """D: width of a pair state."""
+    layers = 2
+    heads = 4
+    atoms_from_trunk = False
+
+    def build_bond_stage(self) -> None:
+        h, d = self.token_dim, self.pair_dim
+        self.token_head = nn.Linear(self.trunk_dim, self.n_atoms * h)
+        self.pair_updates = nn.ModuleList(PairUpdate(h, d) for _ in range(self.layers + 1))
+        self.attention_biases = nn.ModuleList(nn.Linear(d, self.heads) for _ in range(self.layers))
+        self.attention = nn.ModuleList(AtomAttention(h, self.heads) for _ in range(self.layers))
+        self.atom_out = nn.Sequential(nn.LayerNorm(h), nn.Linear(h, self.n_atom_types))
+        self.bond_out = nn.Linear(d, self.n_bond_types)
+
+    def forward(self, z: torch.Tensor, conditions: torch.Tensor | None = None) -> GraphLogits:
+        h = self.trunk(z, conditions)
+        x = self.token_head(h).view(-1, self.n_atoms, self.token_dim)  # (B, N, H)
+        pairs = x.new_zeros(x.shape[0], self.n_atoms, self.n_atoms, self.pair_dim)
+        for update, to_bias, attend in zip(
+            self.pair_updates[:-1], self.attention_biases, self.attention, strict=True
+        ):
+            pairs = pairs + update(x)
+            x = attend(x, to_bias(pairs).permute(0, 3, 1, 2))
+        pairs = pairs + self.pair_updates[-1](x)
+        i, j = torch.triu_indices(self.n_atoms, self.n_atoms, offset=1, device=x.device)
+        return GraphLogits(self.atom_out(x), self.bond_out(pairs[:, i, j]))
+
+
 class RelationalGCN(nn.Module):
     """Relational graph convolutions: one weight per bond type plus a self connection.
 
@@ -481,6 +553,9 @@ class GraphCritic(nn.Module):
     """R-GCN -> gated aggregation -> MLP -> one score per graph (or per pack of graphs).
 
     atoms (B, N, A), bonds (B, N, N, E) -> (B / pack,). Accepts hard one-hot and relaxed graphs.
+    With ``features`` (``molgan.graph_features``), each atom's structural features (B, N, F) join
+    its type at every R-GCN layer and the graph's (B, G) join its embedding, so the critic sees
+    rings, cages and the bonds between elements, which two rounds of messages cannot count.
     With ``pack > 1`` (PacGAN) the embeddings of ``pack`` consecutive graphs are concatenated
     before the MLP, so the critic can see a lack of variety inside a pack. A conditional critic
     (``n_conditions`` C) also reads each graph's conditions (B, C): their features
@@ -497,19 +572,31 @@ class GraphCritic(nn.Module):
         head_dims: tuple[int, ...],
         pack: int = 1,
         n_conditions: int = 0,
+        features: tuple[CriticFeature, ...] = (),
+        features_detached: bool = False,
     ) -> None:
         super().__init__()
-        self.pack, self.n_conditions = pack, n_conditions
-        self.gcn = RelationalGCN(n_atom_types, n_bond_types, gcn_dims)
+        self.pack, self.n_conditions, self.features = pack, n_conditions, features
+        self.features_detached = features_detached
+        per_atom, per_graph = feature_sizes(features, n_atom_types, n_bond_types)
+        self.gcn = RelationalGCN(n_atom_types + per_atom, n_bond_types, gcn_dims)
         self.aggregate = GraphAggregation(self.gcn.out_dim, aggregation_dim)
-        embedding = (aggregation_dim + 2 * n_conditions) * pack
+        embedding = (aggregation_dim + per_graph + 2 * n_conditions) * pack
         self.head = _mlp([embedding, *head_dims], nn.Tanh)
         self.out = nn.Linear(head_dims[-1] if head_dims else embedding, 1)
 
     def forward(
         self, atoms: torch.Tensor, bonds: torch.Tensor, conditions: torch.Tensor | None = None
     ) -> torch.Tensor:
-        g = self.aggregate(self.gcn(atoms, bonds))  # (B, G)
+        if self.features:
+            per_atom, per_graph = structure_features(atoms, bonds, self.features)
+            if self.features_detached:
+                per_atom, per_graph = per_atom.detach(), per_graph.detach()
+            nodes = torch.cat([atoms, per_atom.to(atoms.dtype)], dim=-1)
+            g = self.aggregate(self.gcn(nodes, bonds))
+            g = torch.cat([g, per_graph.to(g.dtype)], dim=-1)
+        else:
+            g = self.aggregate(self.gcn(atoms, bonds))  # (B, G)
         if self.n_conditions:
             if conditions is None:
                 conditions = g.new_full((g.shape[0], self.n_conditions), math.nan)
@@ -539,7 +626,9 @@ class RewardNetwork(GraphCritic):
         return torch.sigmoid(super().forward(atoms, bonds, conditions))
 
 
-GENERATORS: dict[str, type[Generator]] = {"mlp": MLPGenerator, "atoms_first": AtomsFirstGenerator}
+GENERATORS: dict[str, type[Generator]] = {
+    "mlp": MLPGenerator, "atoms_first": AtomsFirstGenerator, "transformer": TransformerGenerator,
+}
 """``model.generator`` -> its class."""
 
 
@@ -553,10 +642,11 @@ def build_generator(cfg: ModelConfig, n_atoms: int, n_atom_types: int, n_bond_ty
 def build_discriminator(cfg: ModelConfig, n_atom_types: int, n_bond_types: int) -> GraphCritic:
     return GraphCritic(
         n_atom_types, n_bond_types, cfg.gcn_dims, cfg.aggregation_dim, cfg.head_dims, cfg.pack,
-        len(cfg.conditions),
+        len(cfg.conditions), cfg.critic_features, cfg.critic_features_detached,
     )
 
 
 def build_reward_network(cfg: ModelConfig, n_atom_types: int, n_bond_types: int) -> RewardNetwork:
     return RewardNetwork(n_atom_types, n_bond_types, cfg.gcn_dims, cfg.aggregation_dim, cfg.head_dims,
-                         n_conditions=len(cfg.conditions))
+                         n_conditions=len(cfg.conditions), features=cfg.critic_features,
+                         features_detached=cfg.critic_features_detached)

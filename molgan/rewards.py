@@ -16,6 +16,10 @@ Components, each in [0, 1] for a strictly valid molecule (:func:`molgan.chem.is_
   (:func:`molgan.filters.passes_filters`: no ring of 8 or more atoms, no MCF or PAINS
   structural alert, no formal charge), else 0. The dataset was built from molecules that pass
   them, so a sample that fails one is unlike every training molecule.
+- ``plausible``: 1 if every ring system of the molecule and every kind of bond (elements and
+  order, ``molgan.substructures``) occurs in a reference set of molecules, the training set, else
+  0 (``KnownStructures``). It rules out the strained cages and heteroatom chains that a dataset
+  built by rules, as QM9 was, never holds.
 - ``uniqueness``: 1 / (occurrences of the same SMILES in this batch plus in a rolling memory of
   the last ``memory_size`` valid SMILES this reward function scored).
 
@@ -33,6 +37,7 @@ SMILES are compared as strings: pass canonical SMILES, as the generator's decode
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 from collections import Counter, deque
@@ -45,6 +50,7 @@ from rdkit.Chem import QED, Crippen
 from molgan.chem import is_valid_mol, sanitized_mol
 from molgan.filters import passes_filters
 from molgan.metrics import sa_score
+from molgan.substructures import bond_label, ring_systems
 
 __all__ = [
     "LOGP_RANGE",
@@ -52,13 +58,14 @@ __all__ = [
     "REWARD_COMPONENTS",
     "SA_RANGE",
     "SCORED_COMPONENTS",
+    "KnownStructures",
     "RewardFunction",
     "clear_scores_cache",
     "normalized_scores",
     "scores_cache_info",
 ]
 
-REWARD_COMPONENTS = ("validity", "qed", "logp", "sa", "filters", "uniqueness")
+REWARD_COMPONENTS = ("validity", "qed", "logp", "sa", "filters", "plausible", "uniqueness")
 SCORED_COMPONENTS = ("qed", "logp", "sa", "filters")
 REWARD_COMBINATIONS = ("mean", "product")
 LOGP_RANGE = (-2.0, 3.0)
@@ -125,17 +132,48 @@ def clear_scores_cache() -> None:
     _parsed.cache_clear()
 
 
+@dataclasses.dataclass(frozen=True)
+class KnownStructures:
+    """The ring systems and kinds of bond of a set of molecules: what ``plausible`` accepts."""
+
+    ring_systems: frozenset[str]
+    bonds: frozenset[str]
+
+    @classmethod
+    def of(cls, smiles: Iterable[str]) -> KnownStructures:
+        """Those of the molecules ``smiles`` (those that do not sanitize are skipped)."""
+        systems: set[str] = set()
+        bonds: set[str] = set()
+        for s in smiles:
+            mol = sanitized_mol(s)
+            if mol is not None:
+                systems.update(ring_systems(mol))
+                bonds.update(bond_label(b) for b in mol.GetBonds())
+        return cls(frozenset(systems), frozenset(bonds))
+
+    def allows(self, mol: Chem.Mol) -> bool:
+        """Whether every ring system and kind of bond of the sanitized ``mol`` is known."""
+        return (all(bond_label(b) in self.bonds for b in mol.GetBonds())
+                and all(system in self.ring_systems for system in ring_systems(mol)))
+
+
 class RewardFunction:
     """Batch reward: the components of each strictly valid sample combined (``combine``: weighted
     ``mean`` or weighted ``product``, see the module docstring), 0 otherwise.
 
     ``weights`` maps component names (``REWARD_COMPONENTS``) to non-negative weights, not all 0;
     missing components weigh 0. ``memory_size`` is how many of the most recent valid SMILES scored
-    by this object count towards ``uniqueness`` (0: only the current batch).
+    by this object count towards ``uniqueness`` (0: only the current batch). ``known``: the
+    reference of ``plausible`` (required when it has a weight).
     """
 
     def __init__(
-        self, weights: Mapping[str, float], *, memory_size: int = 0, combine: str = "mean"
+        self,
+        weights: Mapping[str, float],
+        *,
+        memory_size: int = 0,
+        combine: str = "mean",
+        known: KnownStructures | None = None,
     ) -> None:
         unknown = sorted(set(weights) - set(REWARD_COMPONENTS))
         if unknown:
@@ -155,7 +193,11 @@ class RewardFunction:
             raise ValueError(f"memory_size must be >= 0, got {memory_size}")
         if combine not in REWARD_COMBINATIONS:
             raise ValueError(f"combine must be one of {list(REWARD_COMBINATIONS)}, got {combine!r}")
+        if "plausible" in clean and known is None:
+            raise ValueError("the plausible component needs the known structures of a dataset")
         self.combine = combine
+        self.known = known
+        self._plausible: dict[str, float] = {}
         self.weights: dict[str, float] = clean
         self.memory_size = memory_size
         self._total_weight = sum(clean.values())
@@ -193,6 +235,8 @@ class RewardFunction:
                 rewards.append(0.0)
                 continue
             parts = [(weight, _component_score(k, s)) for k, weight in score_weights]
+            if "plausible" in w:
+                parts.append((w["plausible"], self._plausibility(s)))
             if "uniqueness" in w:
                 parts.append((w["uniqueness"], 1.0 / (batch_counts[s] + self._memory_counts[s])))
             if product:
@@ -203,6 +247,15 @@ class RewardFunction:
         self._remember(batch)
         # Rounding in the weighted mean may overshoot 1 by an ulp.
         return torch.tensor(rewards, dtype=torch.float32).clamp_(0.0, 1.0)
+
+    def _plausibility(self, smiles: str) -> float:
+        score = self._plausible.get(smiles)
+        if score is None:
+            assert self.known is not None  # checked in __init__
+            if len(self._plausible) >= SCORES_CACHE_SIZE:
+                self._plausible.clear()
+            score = self._plausible[smiles] = float(self.known.allows(_parsed(smiles)))
+        return score
 
     def _remember(self, valid_smiles: Iterable[str]) -> None:
         """Append to the rolling memory, evicting the oldest: O(1) per molecule."""

@@ -102,7 +102,7 @@ class MoleculeSampler:
     @property
     def device(self) -> torch.device:
         """Where the generator runs and its noise is drawn."""
-        return self.generator.atom_head.weight.device
+        return self.generator.device
 
     @classmethod
     def load(cls, model: str | Path | None = None, *, device: str = "cpu") -> MoleculeSampler:

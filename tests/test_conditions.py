@@ -212,7 +212,7 @@ def test_an_unconditional_run_cannot_start_from_a_conditional_generator(
     conditional_run: Path, debug_config: Callable[..., Config], tmp_path: Path
 ) -> None:
     config = debug_config(f"train.init_generator={conditional_run / 'last.safetensors'}")
-    with pytest.raises(ConfigError, match="another model section"):
+    with pytest.raises(ConfigError, match="another generator"):
         Trainer(config, tmp_path / "run", progress=False)
 
 

@@ -58,7 +58,8 @@ def shard(x: torch.Tensor, rank: int, world: int) -> torch.Tensor:
 def batch_gradients(processes: Processes) -> dict[str, torch.Tensor]:
     """Gradients of the critic loss, of the generator loss (WGAN + REINFORCE with the batch-mean
     and with the leave-one-out baseline + entropy + mode seeking), of REINFORCE with the critic's
-    reward, of a conditional critic and generator and of the reward network's loss, from this
+    reward, of a conditional critic and generator, of the transformer generator with the critic
+    that reads structural features and of the reward network's loss, from this
     process's share of a fixed batch, through the trainer's loss functions and the models as
     ``processes`` wraps them."""
     rank, world = processes.rank, processes.world_size
@@ -146,6 +147,26 @@ def batch_gradients(processes: Processes) -> dict[str, torch.Tensor]:
                         batch_mean=processes.mean)
     (0.4 * wgan + 0.6 * rl).backward()
     grads |= {f"generator.conditional.{name}": p.grad.clone() for name, p in c_generator.named_parameters()}
+    # The transformer generator and the critic with structural features.
+    featured = cfg.model_copy(update={"generator": "transformer",
+                                      "critic_features": ("cycles", "bond_pairs", "degrees")})
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        t_generator, f_critic = build_generator(featured, N, A, E), build_discriminator(featured, A, E)
+    ddp_t_generator, ddp_f_critic = processes.wrap(t_generator), processes.wrap(f_critic)
+    loss, _, _ = critic_loss(
+        ddp_f_critic, Graphs(mine(real.atoms), mine(real.bonds)), Graphs(mine(fake.atoms), mine(fake.bonds)),
+        mine(eps), Penalty(10.0, share // 2), joint=True,
+    )
+    loss.backward()
+    grads |= {f"critic.features.{name}": p.grad.clone() for name, p in f_critic.named_parameters()}
+    logits = ddp_t_generator(mine(noise[1]))
+    relaxed = logits.relax("softmax", 1.0)
+    wgan = -f_critic(relaxed.atoms, relaxed.bonds).mean()
+    rl = reinforce_loss(logits, mine(atoms), mine(bonds), mine(reward), temperature=1.3, standardise=True,
+                        batch_mean=processes.mean)
+    (0.4 * wgan + 0.6 * rl).backward()
+    grads |= {f"generator.transformer.{name}": p.grad.clone() for name, p in t_generator.named_parameters()}
     F.mse_loss(ddp_reward(mine(real.atoms), mine(real.bonds)), mine(target)).backward()
     grads |= {f"reward.{name}": p.grad.clone() for name, p in reward_net.named_parameters()}
     return grads
@@ -217,7 +238,8 @@ def test_ddp_gradients_of_the_shares_are_one_process_gradients_of_the_whole_batc
     alone = batch_gradients(_ShareOf(rank=0, world=WORLD))
     for key in ("critic.full.out.weight", "critic.half.out.weight", "generator.k1.atom_head.weight",
                 "critic.conditional.out.weight", "generator.conditional.body.0.weight",
-                "generator.critic.False.atom_head.weight", "generator.critic.True.atom_head.weight"):
+                "generator.critic.False.atom_head.weight", "generator.critic.True.atom_head.weight",
+                "critic.features.out.weight", "generator.transformer.bond_out.weight"):
         assert not torch.allclose(alone[key], whole[key]), key
     for rank, (grads, _) in enumerate(two_processes):
         assert sorted(grads.keys() - {k for k in grads if k.startswith("shared_reward")}) == sorted(whole)

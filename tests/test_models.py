@@ -33,10 +33,16 @@ def model_cfg() -> ModelConfig:
     return load_config(DEBUG_CONFIG).model
 
 
-@pytest.fixture(params=["mlp", "atoms_first"])
+@pytest.fixture(params=["mlp", "atoms_first", "transformer"])
 def generator_cfg(request: pytest.FixtureRequest, model_cfg: ModelConfig) -> ModelConfig:
-    """The debug model with each kind of generator: what holds for both."""
+    """The debug model with each kind of generator: what holds for all."""
     return model_cfg.model_copy(update={"generator": request.param})
+
+
+@pytest.fixture(params=[(), ("cycles", "bond_pairs", "degrees")], ids=["plain", "features"])
+def critic_cfg(request: pytest.FixtureRequest, model_cfg: ModelConfig) -> ModelConfig:
+    """The debug model with and without the critic's structural features."""
+    return model_cfg.model_copy(update={"critic_features": request.param})
 
 
 def seeded(module: torch.nn.Module, seed: int) -> torch.nn.Module:
@@ -139,9 +145,9 @@ def test_argmax_sample_is_the_most_likely_class(generator_cfg: ModelConfig) -> N
 # ------------------------------------------------------------------------------ critic
 
 
-def test_critic_accepts_soft_and_hard_graphs(model_cfg: ModelConfig) -> None:
-    critic = seeded(build_discriminator(model_cfg, A, E), 1)
-    logits = logits_of(model_cfg)
+def test_critic_accepts_soft_and_hard_graphs(critic_cfg: ModelConfig) -> None:
+    critic = seeded(build_discriminator(critic_cfg, A, E), 1)
+    logits = logits_of(critic_cfg)
     soft = logits.relax("gumbel", 1.0, torch.Generator().manual_seed(2))
     hard = random_hard_graphs(B, seed=4)
     scores = {name: critic(g.atoms, g.bonds) for name, g in (("soft", soft), ("hard", hard))}
@@ -151,8 +157,8 @@ def test_critic_accepts_soft_and_hard_graphs(model_cfg: ModelConfig) -> None:
     assert not torch.allclose(scores["soft"], scores["hard"])
 
 
-def test_critic_is_invariant_to_atom_order(model_cfg: ModelConfig) -> None:
-    critic = seeded(build_discriminator(model_cfg, A, E), 1)
+def test_critic_is_invariant_to_atom_order(critic_cfg: ModelConfig) -> None:
+    critic = seeded(build_discriminator(critic_cfg, A, E), 1)
     graphs = random_hard_graphs(B, seed=7)
     perm = torch.randperm(N, generator=torch.Generator().manual_seed(0))
     permuted_bonds = graphs.bonds[:, perm][:, :, perm]
@@ -161,16 +167,59 @@ def test_critic_is_invariant_to_atom_order(model_cfg: ModelConfig) -> None:
     )
 
 
-def test_critic_messages_follow_bonds(model_cfg: ModelConfig) -> None:
-    critic = seeded(build_discriminator(model_cfg, A, E), 1)
+def test_critic_messages_follow_bonds(critic_cfg: ModelConfig) -> None:
+    critic = seeded(build_discriminator(critic_cfg, A, E), 1)
     graphs = random_hard_graphs(B, seed=8)
     no_bonds = torch.zeros_like(graphs.bonds)
     no_bonds[..., 0] = 1.0
     assert not torch.allclose(critic(graphs.atoms, graphs.bonds), critic(graphs.atoms, no_bonds))
 
 
-def test_pacgan_packs_consecutive_graphs(model_cfg: ModelConfig) -> None:
-    packed = seeded(build_discriminator(model_cfg.model_copy(update={"pack": 3}), A, E), 2)
+def test_ring_features_tell_a_six_ring_from_two_triangles(model_cfg: ModelConfig) -> None:
+    """Every atom of either graph is a carbon with two single bonds to carbons: message passing
+    alone cannot tell them apart, the cycle counts can."""
+    atoms = torch.tensor([[1] * 6 + [0] * (N - 6)] * 2)
+    bonds = torch.zeros(2, N, N, dtype=torch.long)
+    for graph, ring in ((0, [(0, 1), (1, 2), (2, 3), (3, 4), (4, 5), (5, 0)]),
+                        (1, [(0, 1), (1, 2), (2, 0), (3, 4), (4, 5), (5, 3)])):
+        for i, j in ring:
+            bonds[graph, i, j] = bonds[graph, j, i] = 1
+    graphs = Graphs.one_hot(atoms, bonds, A, E)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(3)  # PyTorch's own initialisation: 0.5 N(0, 1) weights saturate the tanh
+        plain = build_discriminator(model_cfg, A, E)
+        featured = build_discriminator(model_cfg.model_copy(update={"critic_features": ("cycles",)}), A, E)
+    scores = plain(graphs.atoms, graphs.bonds)
+    torch.testing.assert_close(scores[0], scores[1])
+    scores = featured(graphs.atoms, graphs.bonds)
+    assert (scores[0] - scores[1]).abs() > 1e-4
+
+
+@pytest.mark.parametrize("detached", [False, True])
+def test_detached_features_pass_no_gradient_to_the_graph(model_cfg: ModelConfig, detached: bool) -> None:
+    cfg = model_cfg.model_copy(update={"critic_features": ("cycles", "bond_pairs"),
+                                       "critic_features_detached": detached})
+    critic = build_discriminator(cfg, A, E)
+    with torch.no_grad():  # messages that ignore the bonds: only the features can see them
+        for relation in critic.gcn.relation:
+            relation.weight.zero_()
+    graphs = random_hard_graphs(B, seed=5)
+    bonds = graphs.bonds.clone().requires_grad_(True)
+    critic(graphs.atoms, bonds).sum().backward()
+    assert bonds.grad is not None
+    assert (bonds.grad.abs().sum() == 0) == detached
+
+
+def test_transformer_generator_stays_small() -> None:
+    """The design's limit for a generator that sees the whole graph: a few million parameters at
+    QM9's sizes."""
+    cfg = ModelConfig(generator="transformer")
+    generator = build_generator(cfg, 9, 5, 5)
+    assert sum(p.numel() for p in generator.parameters()) < 3_000_000
+
+
+def test_pacgan_packs_consecutive_graphs(critic_cfg: ModelConfig) -> None:
+    packed = seeded(build_discriminator(critic_cfg.model_copy(update={"pack": 3}), A, E), 2)
     assert isinstance(packed, GraphCritic) and packed.pack == 3
     graphs = random_hard_graphs(12, seed=9)
     scores = packed(graphs.atoms, graphs.bonds)

@@ -12,6 +12,7 @@ from molgan.rewards import (
     LOGP_RANGE,
     REWARD_COMPONENTS,
     SA_RANGE,
+    KnownStructures,
     RewardFunction,
     clear_scores_cache,
     normalized_scores,
@@ -20,7 +21,7 @@ from molgan.rewards import (
 
 
 def test_components_and_ranges():
-    assert REWARD_COMPONENTS == ("validity", "qed", "logp", "sa", "filters", "uniqueness")
+    assert REWARD_COMPONENTS == ("validity", "qed", "logp", "sa", "filters", "plausible", "uniqueness")
     assert LOGP_RANGE[0] < LOGP_RANGE[1] and SA_RANGE[0] < SA_RANGE[1]
 
 
@@ -144,7 +145,7 @@ def test_product_scales_the_uniqueness_term_by_the_property():
 def test_rewards_stay_in_unit_interval():
     batch = ["CCCCCCCCCC", "OCC(O)C(O)C(O)C(O)CO", "C1C2C3C4C5C2C13CN45", "c1ccccc1", "CCO"] * 3
     weights = dict.fromkeys(REWARD_COMPONENTS, 1.0)
-    out = RewardFunction(weights, memory_size=4)(batch)
+    out = RewardFunction(weights, memory_size=4, known=KnownStructures.of(["CCO", "C1CC1"]))(batch)
     assert torch.all((out >= 0) & (out <= 1))
     assert RewardFunction({"logp": 1.0})(["CCCCCCCCCC"]).item() == 1.0
     assert RewardFunction({"logp": 1.0})(["OCC(O)C(O)C(O)C(O)CO"]).item() == 0.0
@@ -206,3 +207,15 @@ def test_weight_validation(weights, message):
 def test_memory_size_validation():
     with pytest.raises(ValueError, match="memory_size"):
         RewardFunction({"validity": 1.0}, memory_size=-1)
+
+
+def test_plausible_accepts_only_ring_systems_and_bonds_of_the_reference(qm9_smiles: list[str]) -> None:
+    known = KnownStructures.of([*qm9_smiles[:3000], "not a molecule"])
+    assert "C1CC1" in known.ring_systems and "C=O" in known.bonds
+    reward = RewardFunction({"validity": 1.0, "plausible": 1.0}, known=known)
+    # A QM9 molecule; a strained cage of peroxides; an O-O bond; a ring system QM9 has.
+    smiles = [qm9_smiles[5], "O1OC23C4OC12C31OC41", "COOC", "CC1CC1", None]
+    assert "O-O" not in known.bonds
+    assert reward(smiles).tolist() == [1.0, 0.5, 0.5, 1.0, 0.0]
+    with pytest.raises(ValueError, match="known structures"):
+        RewardFunction({"plausible": 1.0})

@@ -130,9 +130,27 @@ def test_init_generator_starts_from_a_checkpoints_generator_and_trains(
     assert (tmp_path / "tuned" / BEST).is_file()
 
 
+def test_init_generator_takes_the_generator_under_another_critic(
+    debug_config: Callable[..., Config], debug_run: Path, tmp_path: Path
+) -> None:
+    """The critic is trained anew: its fields may differ from the source run's."""
+    from molgan.checkpoint import load_checkpoint
+    from molgan.training.run_dir import BEST
+
+    source = debug_run / BEST
+    saved = load_checkpoint(source).state_dict("generator")
+    trainer = Trainer(debug_config(f"train.init_generator={source}", "train.steps=2",
+                                   "model.critic_features=[cycles, degrees]", "model.gcn_dims=[6, 4]"),
+                      tmp_path / "rings", progress=False)
+    assert trainer.discriminator.features == ("cycles", "degrees")
+    for name, value in trainer.generator.state_dict().items():
+        assert torch.equal(value, saved[name]), name
+    trainer.train()
+
+
 @pytest.mark.parametrize(
     ("override", "message"),
-    [("model.z_dim=8", "another model section"), ("data.atoms=[C,N,O]", "another vocabulary")],
+    [("model.z_dim=8", "another generator"), ("data.atoms=[C,N,O]", "another vocabulary")],
 )
 def test_init_generator_refuses_another_model_or_vocabulary(
     debug_config: Callable[..., Config], debug_run: Path, tmp_path: Path, override: str, message: str

@@ -49,7 +49,7 @@ from molgan.checkpoint import (
 )
 from molgan.chem import Vocab, decode_and_validate, decode_batch
 from molgan.conditions import ConditionSet, closeness, dataset_properties, property_values
-from molgan.config import Config, ConfigError, config_from_dict
+from molgan.config import CRITIC_FIELDS, Config, ConfigError, config_from_dict
 from molgan.data import MolDataset, dataset_from_config
 from molgan.device import DeviceError, fast_bfloat16, graphs_to_host, resolve_device
 from molgan.files import atomic_write
@@ -63,7 +63,7 @@ from molgan.models import (
     build_reward_network,
     critic_scores,
 )
-from molgan.rewards import RewardFunction
+from molgan.rewards import KnownStructures, RewardFunction
 from molgan.sampling import generator_from_checkpoint
 from molgan.sampling_settings import SamplingSettings
 from molgan.training.distributed import Processes, parameter_digest, rank_seed
@@ -260,11 +260,16 @@ class Trainer:
             log.info("critic updates in %s", "bfloat16" if self.critic_bfloat16 else "float32")
         self.ddp_reward = processes.wrap(self.reward_net) if self.reward_net is not None else None
         reward = config.reward
+        known = None
+        if reward.weights.get("plausible"):
+            known = KnownStructures.of(self.train_smiles)
+            log.info("plausible: %d ring systems and %d kinds of bond in the training molecules",
+                     len(known.ring_systems), len(known.bonds))
         self.reward_fn = RewardFunction(
-            reward.weights, memory_size=reward.memory_size, combine=reward.combine
+            reward.weights, memory_size=reward.memory_size, combine=reward.combine, known=known
         )
         # Real molecules must not enter the generated-sample memory of the uniqueness reward.
-        self.real_reward_fn = RewardFunction(reward.weights, combine=reward.combine)
+        self.real_reward_fn = RewardFunction(reward.weights, combine=reward.combine, known=known)
 
         betas = cfg.betas
         self.opt_g = torch.optim.Adam(self.generator.parameters(), lr=cfg.lr_generator, betas=betas)
@@ -287,10 +292,15 @@ class Trainer:
             source, config, vocab = generator_from_checkpoint(ckpt, self.device)
         except (CheckpointError, FileNotFoundError) as exc:
             raise ConfigError(f"train.init_generator: {exc}") from None
-        conditional_copy = config.model.model_copy(update={"conditions": self.config.model.conditions})
-        if config.model.conditions or conditional_copy != self.config.model:
-            raise ConfigError(f"train.init_generator: {model!r} has another model section than "
-                              "this config's")
+        # The generator's own fields must agree; the critic's may differ (it is trained anew), and
+        # the conditions may be added (see below).
+        ours = self.config.model
+        theirs = config.model.model_copy(update={"conditions": ours.conditions} | {
+            name: getattr(ours, name) for name in CRITIC_FIELDS
+        })
+        if config.model.conditions or theirs != ours:
+            raise ConfigError(f"train.init_generator: {model!r} has another generator than this "
+                              "config's model section")
         if vocab.to_dict() != self.vocab.to_dict():
             raise ConfigError(f"train.init_generator: {model!r} has another vocabulary than this "
                               "config's data")

@@ -65,7 +65,7 @@ def test_mlp_is_the_default_and_an_unknown_kind_is_an_error_naming_the_key() -> 
     assert load_config(DEBUG_CONFIG).model.generator == "mlp"
     assert isinstance(build_generator(load_config(DEBUG_CONFIG).model, N, A, E), MLPGenerator)
     with pytest.raises(ConfigError, match=r"model\.generator"):
-        load_config(DEBUG_CONFIG, ["model.generator=transformer"])
+        load_config(DEBUG_CONFIG, ["model.generator=recurrent"])
 
 
 # ------------------------------------------------------------------------ shapes, symmetry

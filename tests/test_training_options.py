@@ -209,3 +209,20 @@ def test_no_critic_updates_need_a_generator_on_the_reward_alone(
 ) -> None:
     with pytest.raises(ConfigError, match="n_critic: 0 trains no critic"):
         debug_config("train.n_critic=0", "train.lam=0", "train.rl_estimator=reinforce", override)
+
+
+def test_the_plausible_reward_knows_the_training_molecules(
+    debug_config: Callable[..., Config], tmp_path: Path
+) -> None:
+    from rdkit import Chem
+
+    trainer = Trainer(debug_config("reward.weights={validity: 1.0, plausible: 1.0}", "train.steps=2"),
+                      tmp_path / "run", progress=False)
+    known = trainer.reward_fn.known
+    assert known is not None and trainer.real_reward_fn.known is known
+    assert "C-C" in known.bonds and "O-O" not in known.bonds
+    # Every training molecule is plausible by construction.
+    some = sorted(trainer.train_smiles)[:50]
+    assert all(known.allows(Chem.MolFromSmiles(s)) for s in some)
+    assert trainer.reward_fn(some).tolist() == [1.0] * len(some)
+    trainer.train()

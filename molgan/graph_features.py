@@ -62,7 +62,9 @@ def cycle_counts(adj: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     # Length 6, per graph only (no closed form per atom): closed 6-walks minus those that retrace
     # edges or go round shorter cycles, by the inclusion-exclusion of Alon, Yuster and Zwick,
     # "Finding and counting given length cycles" (1997).
-    trace = lambda m: _diagonal(m).sum(-1)  # noqa: E731
+    def trace(m: torch.Tensor) -> torch.Tensor:
+        return _diagonal(m).sum(-1)
+
     d = _diagonal(a2)  # degrees again, as closed 2-walks
     c6 = (
         trace(a6)

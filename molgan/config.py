@@ -119,7 +119,7 @@ class ModelConfig(_Section):
     user then asks for a value of each, e.g. ``[logp, qed]``. Empty: an unconditional model."""
 
     @model_validator(mode="after")
-    def _distinct_conditions(self) -> ModelConfig:
+    def _distinct_names(self) -> ModelConfig:
         if len(set(self.conditions)) != len(self.conditions):
             raise ValueError(f"model.conditions names a property twice: {list(self.conditions)}")
         if len(set(self.critic_features)) != len(self.critic_features):

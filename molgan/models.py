@@ -314,7 +314,7 @@ class Generator(nn.Module):
 
     @property
     def device(self) -> torch.device:
-        return self.body[0].weight.device if len(self.body) else next(self.parameters()).device
+        return next(self.parameters()).device
 
     def noise(self, batch_size: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """Standard normal z (B, Z) from an explicit generator."""

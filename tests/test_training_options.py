@@ -112,40 +112,33 @@ def test_a_fixed_atom_vocabulary_skips_other_atoms(
     assert {"N+", "O-"} <= set(full.vocab.atoms)
 
 
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ("reward.combine=product",),
+        # The critic is trained anew: its fields may differ from the source run's.
+        ("model.critic_features=[cycles, degrees]", "model.gcn_dims=[6, 4]"),
+    ],
+    ids=["same-critic", "another-critic"],
+)
 def test_init_generator_starts_from_a_checkpoints_generator_and_trains(
-    debug_config: Callable[..., Config], debug_run: Path, tmp_path: Path
+    debug_config: Callable[..., Config], debug_run: Path, tmp_path: Path, overrides: tuple[str, ...]
 ) -> None:
     from molgan.checkpoint import load_checkpoint
     from molgan.training.run_dir import BEST
 
     source = debug_run / BEST
     saved = load_checkpoint(source).state_dict("generator")
-    trainer = Trainer(debug_config(f"train.init_generator={source}", "train.steps=2",
-                                   "reward.combine=product"), tmp_path / "tuned", progress=False)
+    trainer = Trainer(debug_config(f"train.init_generator={source}", "train.steps=2", *overrides),
+                      tmp_path / "tuned", progress=False)
+    if "model.gcn_dims=[6, 4]" in overrides:
+        assert trainer.discriminator.features == ("cycles", "degrees")
     for name, value in trainer.generator.state_dict().items():
         assert torch.equal(value, saved[name]), name
     fresh = Trainer(debug_config(), tmp_path / "fresh", progress=False).generator.state_dict()
     assert any(not torch.equal(v, saved[k]) for k, v in fresh.items())  # not the default init
     trainer.train()
     assert (tmp_path / "tuned" / BEST).is_file()
-
-
-def test_init_generator_takes_the_generator_under_another_critic(
-    debug_config: Callable[..., Config], debug_run: Path, tmp_path: Path
-) -> None:
-    """The critic is trained anew: its fields may differ from the source run's."""
-    from molgan.checkpoint import load_checkpoint
-    from molgan.training.run_dir import BEST
-
-    source = debug_run / BEST
-    saved = load_checkpoint(source).state_dict("generator")
-    trainer = Trainer(debug_config(f"train.init_generator={source}", "train.steps=2",
-                                   "model.critic_features=[cycles, degrees]", "model.gcn_dims=[6, 4]"),
-                      tmp_path / "rings", progress=False)
-    assert trainer.discriminator.features == ("cycles", "degrees")
-    for name, value in trainer.generator.state_dict().items():
-        assert torch.equal(value, saved[name]), name
-    trainer.train()
 
 
 @pytest.mark.parametrize(

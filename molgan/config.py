@@ -259,12 +259,22 @@ class TrainConfig(_Section):
     condition_dropout: float = Field(0.0, ge=0.0, le=1.0)
     """Conditional models: the chance that each condition of a training graph is left unset, so
     that a user may leave it unset too ("QED 0.5, logP anything")."""
+    samples_per_target: int = Field(1, ge=1)
+    """Conditional models: each target drawn for a step is asked this many times, with different
+    noise, so that answers repeated to one question count against ``uniqueness`` within the
+    batch. Drawn one per graph, targets rarely repeat, and a generator that gives each target a
+    handful of molecules is not penalised for it. Each process's share of ``batch_size`` must hold
+    whole groups (with ``rl_samples_per_z``, groups of both)."""
     hindsight_weight: float = Field(0.0, ge=0.0)
     """Conditional models with REINFORCE: after each generator update, a second one that raises
     the likelihood of each valid sample given the noise it came from and, as its targets, the
     properties it turned out to have (hindsight relabelling): every valid sample then teaches
     the generator what to draw when asked for its values, not only the few that came near the
     targets they were drawn for. Conditions that were unset stay unset. 0 = off."""
+    hindsight_per_molecule: bool = False
+    """Weight each relabelled sample as ``uniqueness`` does, 1 / its occurrences in this batch and
+    the reward's memory: a molecule drawn often is imitated as much as one drawn once, so the
+    relabelling does not sharpen the generator onto its favourites. Needs ``reward.memory_size``."""
     mode_seeking_weight: float = Field(0.0, ge=0.0)
     """Weight of a mode-seeking term (Mao et al. 2019) that rewards different noise vectors for
     giving different graph distributions, so that the noise, not only the sampling, carries variety."""
@@ -308,13 +318,15 @@ class Config(_Section):
         naming the settings otherwise: the one rule of how a batch splits."""
         train = self.train
         k = train.rl_samples_per_z if train.rl_estimator == "reinforce" else 1
-        unit = math.lcm(k, self.model.pack)
+        m = train.samples_per_target
+        unit = math.lcm(k * m, self.model.pack)
         share = train.batch_size // processes
         if train.batch_size % processes or share % unit or share < 2:
             over = f"over {processes} processes into equal shares" if processes > 1 else "into a share"
             raise ValueError(
                 f"train.batch_size ({train.batch_size}) must split {over} of at least 2 graphs that "
-                f"are multiples of train.rl_samples_per_z ({k}) and model.pack ({self.model.pack})"
+                f"are multiples of train.rl_samples_per_z ({k}) x train.samples_per_target ({m}) "
+                f"and model.pack ({self.model.pack})"
             )
         return share
 
@@ -342,6 +354,12 @@ class Config(_Section):
         ):
             raise ValueError("train.hindsight_weight > 0 needs model.conditions and train.rl_estimator: "
                              "reinforce (it relabels REINFORCE's samples)")
+        if self.train.samples_per_target > 1 and not self.model.conditions:
+            raise ValueError("train.samples_per_target > 1 needs model.conditions (the targets it repeats)")
+        train = self.train
+        if train.hindsight_per_molecule and (train.hindsight_weight == 0 or self.reward.memory_size == 0):
+            raise ValueError("train.hindsight_per_molecule needs train.hindsight_weight > 0 and "
+                             "reward.memory_size > 0 (the occurrences it divides by)")
         return self
 
     @model_validator(mode="after")

@@ -270,6 +270,11 @@ class RewardFunction:
                 if self._memory_counts[old] == 0:
                     del self._memory_counts[old]
 
+    def occurrences(self, smiles: Sequence[str]) -> list[int]:
+        """How often each SMILES occurs in the memory, which holds the last batch scored: the
+        divisor of that batch's ``uniqueness``, at least 1."""
+        return [max(1, self._memory_counts[s]) for s in smiles]
+
     def reset_memory(self) -> None:
         """Forget the SMILES remembered for ``uniqueness``."""
         self._memory.clear()

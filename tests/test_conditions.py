@@ -347,6 +347,60 @@ def test_hindsight_raises_the_likelihood_of_each_graph_given_its_own_properties(
         debug_config("train.hindsight_weight=1.0", "train.rl_estimator=reinforce")
 
 
+def test_hindsight_per_molecule_weighs_each_graph_as_the_uniqueness_reward_does(
+    debug_config: Callable[..., Config], tmp_path: Path
+) -> None:
+    from molgan.rewards import RewardFunction
+    from molgan.training.rl import RLTerm
+
+    config = debug_config(*CONDITIONAL_OVERRIDES, "train.hindsight_weight=1.0",
+                          "train.hindsight_per_molecule=true", "reward.memory_size=100")
+    trainer = Trainer(config, tmp_path / "run", progress=False)
+    rows = torch.tensor([0, 0, 0, 0, 0, 0, 1, 2, 3])  # one molecule six times
+    atoms, bonds = trainer.train_data.graphs(rows)
+    smiles = [trainer.train_smiles_by_row[i] for i in rows.tolist()]
+    valid = [True] * 8 + [False]
+    uniqueness = RewardFunction({"uniqueness": 1.0}, memory_size=100)
+    rl = RLTerm(None, torch.zeros(9), smiles, valid, graphs=(atoms, bonds))
+    for seen in (1, 2):  # the same batch scored again: the memory now holds it twice
+        scored = [s if ok else None for s, ok in zip(smiles, valid, strict=True)]
+        trainer.reward_fn(scored)
+        expected = uniqueness(scored)[:8]
+        weights = trainer.hindsight_weights(rl)
+        assert weights.cpu().tolist() == pytest.approx(expected.tolist())
+        assert weights.cpu().tolist() == pytest.approx([1 / (6 * seen)] * 6 + [1 / seen] * 2)
+    z = trainer.generator.noise(9, torch.Generator().manual_seed(0))
+    asked = torch.zeros(9, 2)
+    own = trainer.achieved(smiles, valid)
+    with torch.no_grad():
+        before = trainer.generator(z[:8], own[:8]).log_prob(atoms[:8], bonds[:8])
+    trainer.hindsight_step(z, asked, rl)
+    with torch.no_grad():
+        after = trainer.generator(z[:8], own[:8]).log_prob(atoms[:8], bonds[:8])
+    assert after.mean() > before.mean()
+    with pytest.raises(ConfigError, match="hindsight_per_molecule"):
+        debug_config(*CONDITIONAL_OVERRIDES, "train.hindsight_weight=1.0",
+                     "train.hindsight_per_molecule=true", "reward.memory_size=0")
+
+
+def test_samples_per_target_asks_each_target_of_a_step_several_times(
+    debug_config: Callable[..., Config], tmp_path: Path
+) -> None:
+    config = debug_config(*CONDITIONAL_OVERRIDES, "train.samples_per_target=4", "train.rl_samples_per_z=2",
+                          "train.batch_size=32")
+    trainer = Trainer(config, tmp_path / "run", progress=False)
+    targets = trainer.step_targets(2)
+    assert targets is not None and targets.shape == (32, 2)
+    groups = targets.nan_to_num(99.0).view(4, 8, 2)
+    assert (groups == groups[:, :1]).all()  # one target for each 8 consecutive graphs
+    assert len({tuple(g[0].tolist()) for g in groups}) == 4  # and another for each group
+    trainer.train_step(trainer.tau())  # a whole step runs on the grouped targets
+    with pytest.raises(ConfigError, match=r"samples_per_target \(3\)"):
+        debug_config(*CONDITIONAL_OVERRIDES, "train.samples_per_target=3", "train.batch_size=32")
+    with pytest.raises(ConfigError, match=r"samples_per_target > 1 needs model.conditions"):
+        debug_config("train.samples_per_target=4")
+
+
 def test_missed_bars_names_each_bar_a_report_misses() -> None:
     from molgan.target_evaluation import missed_bars
 

@@ -354,6 +354,17 @@ class Trainer:
             conditions = conditions.masked_fill(drop, math.nan)
         return conditions
 
+    def step_targets(self, samples_per_z: int) -> torch.Tensor | None:
+        """The targets (B, C) of a generator step's B graphs, ``None`` for an unconditional model:
+        those of random training rows, so that they follow the data's joint distribution of the
+        properties, each for ``samples_per_z * train.samples_per_target`` consecutive graphs."""
+        if self.train_conditions is None:
+            return None
+        group = samples_per_z * self.config.train.samples_per_target
+        rows = torch.randint(len(self.train_data), (self.local_batch // group,), generator=self.rng,
+                             device=self.device)
+        return self.conditions_of(rows).repeat_interleave(group, dim=0)
+
     def score(
         self, atoms: torch.Tensor, bonds: torch.Tensor, conditions: torch.Tensor | None = None
     ) -> tuple[list[str | None], list[bool], torch.Tensor]:
@@ -439,12 +450,7 @@ class Trainer:
         cfg = self.config.train
         # Only REINFORCE compares several samples of one noise vector (see train.rl_samples_per_z).
         k = cfg.rl_samples_per_z if cfg.rl_estimator == "reinforce" else 1
-        conditions = None
-        if self.train_conditions is not None:
-            # Targets drawn from the data's own joint distribution of the properties.
-            rows = torch.randint(len(self.train_data), (self.local_batch // k,), generator=self.rng,
-                                 device=self.device)
-            conditions = self.conditions_of(rows).repeat_interleave(k, dim=0)
+        conditions = self.step_targets(k)
         z = self.generator.noise(self.local_batch // k, self.rng).repeat_interleave(k, dim=0)
         logits = self.ddp_generator(z, conditions)
         fake = logits.relax(self.config.model.estimator, tau, self.rng).with_conditions(conditions)
@@ -492,11 +498,22 @@ class Trainer:
             relabelled = relabelled.nan_to_num(0.0)
         logits = self.ddp_generator(z[keep], relabelled[keep])
         log_prob = logits.log_prob(atoms[keep], bonds[keep], self.config.train.rl_temperature)
-        loss = -weight * log_prob.mean()
+        per_graph = self.hindsight_weights(rl) if weight > 0 else torch.ones_like(log_prob)
+        loss = -weight * (log_prob * per_graph).mean()
         self.opt_g.zero_grad(set_to_none=True)
         loss.backward()
         self.opt_g.step()
         return {"hindsight_nll": -log_prob.mean().item()}
+
+    def hindsight_weights(self, rl: RLTerm) -> torch.Tensor:
+        """(K,) the weight of each of the K valid graphs of ``rl`` in the relabelling: 1, or with
+        ``train.hindsight_per_molecule`` 1 / its occurrences in this batch and the reward's
+        memory, the divisor of its ``uniqueness``."""
+        kept = [s for s, ok in zip(rl.smiles, rl.valid, strict=True) if ok]
+        if not self.config.train.hindsight_per_molecule:
+            return torch.ones(len(kept), device=self.device)
+        counts = torch.tensor(self.reward_fn.occurrences(kept), dtype=torch.float32, device=self.device)
+        return counts.reciprocal()
 
     def train_step(self, tau: float) -> dict[str, float]:
         """One step of the loop: ``n_critic`` critic updates, one generator update, then (with a

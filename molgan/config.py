@@ -313,8 +313,9 @@ class Config(_Section):
     def batch_share(self, processes: int) -> int:
         """Graphs each of ``processes`` training processes generates per step: ``train.batch_size``
         split evenly, in whole REINFORCE groups (``train.rl_samples_per_z``, with the
-        ``reinforce`` estimator: no other draws several samples per noise vector) and PacGAN
-        packs (``model.pack``), at least 2 (the mode-seeking term pairs halves). ValueError
+        ``reinforce`` estimator: no other draws several samples per noise vector), times the
+        graphs asked for one target (``train.samples_per_target``), and PacGAN packs
+        (``model.pack``), at least 2 (the mode-seeking term pairs halves). ValueError
         naming the settings otherwise: the one rule of how a batch splits."""
         train = self.train
         k = train.rl_samples_per_z if train.rl_estimator == "reinforce" else 1

@@ -355,9 +355,9 @@ class Config(_Section):
         ):
             raise ValueError("train.hindsight_weight > 0 needs model.conditions and train.rl_estimator: "
                              "reinforce (it relabels REINFORCE's samples)")
-        if self.train.samples_per_target > 1 and not self.model.conditions:
-            raise ValueError("train.samples_per_target > 1 needs model.conditions (the targets it repeats)")
         train = self.train
+        if train.samples_per_target > 1 and not self.model.conditions:
+            raise ValueError("train.samples_per_target > 1 needs model.conditions (the targets it repeats)")
         if train.hindsight_per_molecule and (train.hindsight_weight == 0 or self.reward.memory_size == 0):
             raise ValueError("train.hindsight_per_molecule needs train.hindsight_weight > 0 and "
                              "reward.memory_size > 0 (the occurrences it divides by)")

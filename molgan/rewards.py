@@ -271,8 +271,9 @@ class RewardFunction:
                     del self._memory_counts[old]
 
     def occurrences(self, smiles: Sequence[str]) -> list[int]:
-        """How often each SMILES occurs in the memory, which holds the last batch scored: the
-        divisor of that batch's ``uniqueness``, at least 1."""
+        """How often each SMILES occurs in the memory, at least 1. Once the memory holds the
+        last batch scored (``memory_size`` at least the batch), this is the divisor of that
+        batch's ``uniqueness``; a smaller memory has forgotten part of the batch."""
         return [max(1, self._memory_counts[s]) for s in smiles]
 
     def reset_memory(self) -> None:

@@ -498,6 +498,7 @@ class Trainer:
             relabelled = relabelled.nan_to_num(0.0)
         logits = self.ddp_generator(z[keep], relabelled[keep])
         log_prob = logits.log_prob(atoms[keep], bonds[keep], self.config.train.rl_temperature)
+        # The pass of weight 0 kept a graph that is not valid: it has no occurrences to look up.
         per_graph = self.hindsight_weights(rl) if weight > 0 else torch.ones_like(log_prob)
         loss = -weight * (log_prob * per_graph).mean()
         self.opt_g.zero_grad(set_to_none=True)

@@ -294,6 +294,12 @@ class TrainConfig(_Section):
         """Seed of the evaluation's samples (see ``EVAL_SEED_OFFSET``)."""
         return self.seed + EVAL_SEED_OFFSET
 
+    @property
+    def reinforce_group(self) -> int:
+        """Samples drawn per noise vector: ``rl_samples_per_z`` with the ``reinforce`` estimator,
+        else 1 (no other estimator compares siblings)."""
+        return self.rl_samples_per_z if self.rl_estimator == "reinforce" else 1
+
 
 class Config(_Section):
     name: str = "molgan"
@@ -312,13 +318,12 @@ class Config(_Section):
 
     def batch_share(self, processes: int) -> int:
         """Graphs each of ``processes`` training processes generates per step: ``train.batch_size``
-        split evenly, in whole REINFORCE groups (``train.rl_samples_per_z``, with the
-        ``reinforce`` estimator: no other draws several samples per noise vector), times the
+        split evenly, in whole REINFORCE groups (``TrainConfig.reinforce_group``), times the
         graphs asked for one target (``train.samples_per_target``), and PacGAN packs
         (``model.pack``), at least 2 (the mode-seeking term pairs halves). ValueError
         naming the settings otherwise: the one rule of how a batch splits."""
         train = self.train
-        k = train.rl_samples_per_z if train.rl_estimator == "reinforce" else 1
+        k = train.reinforce_group
         m = train.samples_per_target
         unit = math.lcm(k * m, self.model.pack)
         share = train.batch_size // processes

@@ -448,8 +448,7 @@ class Trainer:
     def generator_step(self, tau: float) -> GeneratorUpdate:
         """One generator update on the WGAN loss plus, once it is on, the RL term."""
         cfg = self.config.train
-        # Only REINFORCE compares several samples of one noise vector (see train.rl_samples_per_z).
-        k = cfg.rl_samples_per_z if cfg.rl_estimator == "reinforce" else 1
+        k = cfg.reinforce_group
         conditions = self.step_targets(k)
         z = self.generator.noise(self.local_batch // k, self.rng).repeat_interleave(k, dim=0)
         logits = self.ddp_generator(z, conditions)
@@ -745,7 +744,6 @@ class Trainer:
                         last_eval = self.evaluate()
                         metrics_file.write(json.dumps({"step": step, "eval": last_eval}) + "\n")
                         board.scalars("eval", step, last_eval)
-                        metrics_file.flush()
                         if cfg.keep_snapshots:
                             self.save_generator(self.run.snapshot(step), last_eval)
                         if last_eval["score"] > self.state.best_score:
@@ -775,8 +773,9 @@ class Trainer:
             atomic_write(path, lambda tmp: tmp.write_text("".join(kept)))
 
     def _metrics_file(self) -> AbstractContextManager[IO[str] | None]:
-        """``metrics.jsonl`` opened for appending on rank 0; ``None`` on the other processes."""
-        return self.run.metrics.open("a") if self.processes.is_main else nullcontext()
+        """``metrics.jsonl`` opened for appending on rank 0; ``None`` on the other processes. Line
+        buffered, so that a run can be followed (``tail -f``) between evaluations too."""
+        return self.run.metrics.open("a", buffering=1) if self.processes.is_main else nullcontext()
 
 
 def _record_step(line: str) -> float:

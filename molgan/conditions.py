@@ -186,6 +186,26 @@ def closeness(achieved: torch.Tensor, targets: torch.Tensor, width: float) -> to
     return torch.exp(-0.5 * gap.pow(2).sum(-1))
 
 
+def quantile_edges(values: torch.Tensor, bins: int) -> torch.Tensor:
+    """(C, bins - 1) the inner edges of ``bins`` equally populated bins of each column of
+    ``values`` (M, C), NaN left out: what ``target_labels`` sorts targets by."""
+    q = torch.linspace(0.0, 1.0, bins + 1, dtype=values.dtype, device=values.device)[1:-1]
+    return torch.stack([torch.nanquantile(values[:, i], q) for i in range(values.shape[1])])
+
+
+def target_labels(targets: torch.Tensor, edges: torch.Tensor, names: Sequence[str]) -> list[tuple[str, ...]]:
+    """For each of B graphs, which bin its target of each condition lies in: ``"logp:0"`` (the
+    lowest) ... or ``"logp:unset"``, one label per condition. targets (B, C) and the ``edges``
+    (C, K) of ``quantile_edges``, in the same (standardised) units."""
+    columns = []
+    for i, name in enumerate(names):
+        target = targets[:, i].contiguous()
+        bins = torch.searchsorted(edges[i].to(target), target).tolist()
+        unset = torch.isnan(target).tolist()
+        columns.append([f"{name}:unset" if u else f"{name}:{b}" for b, u in zip(bins, unset, strict=True)])
+    return list(zip(*columns, strict=True))
+
+
 @functools.lru_cache(maxsize=1 << 12)
 def _valid_mol(smiles: str) -> Chem.Mol | None:
     mol = sanitized_mol(smiles)

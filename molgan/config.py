@@ -162,6 +162,12 @@ class RewardConfig(_Section):
     target_width: float = Field(0.25, gt=0.0)
     """The distance to a target, in standard deviations of the training data's property, at
     which ``closeness`` has fallen to exp(-1/2)."""
+    uniqueness_bins: int = Field(0, ge=0)
+    """Conditional models: count the repeats of ``uniqueness`` (and of
+    ``train.hindsight_per_molecule``) apart in each of this many quantile bins of each
+    condition's target, and in one more for "unset" (0: over all targets together). A generator
+    that gives each target a few favourite molecules is then a repeater at that target, as a
+    user asking for it sees; over all targets its favourites of different targets never meet."""
 
 
 class SamplingConfig(_Section):
@@ -222,6 +228,16 @@ class TrainConfig(_Section):
     """Start the generator from this checkpoint's generator (a bundled model's name or a file),
     to fine-tune it, e.g. towards a property; the critic and the optimisers start afresh. Its
     model section and vocabulary must equal this run's. Ignored when a run resumes."""
+    critic_warmup_steps: int = Field(0, ge=0)
+    """The first steps update the critic alone (``n_critic`` updates each), the generator held.
+    A critic added to a generator that is already good (``init_generator``) first learns what
+    the data looks like, so that its first gradients do not pull the generator away from the
+    molecules it already makes."""
+    mismatch_weight: float = Field(0.0, ge=0.0, le=1.0)
+    """Conditional critic: the share of the critic's "generated" term taken by real graphs paired
+    with the conditions of other real graphs of the batch (shuffled), as in the matching-aware
+    discriminators of text-to-image GANs. The critic then judges whether a graph has the
+    properties it is paired with, not only whether it looks like data (0 = off)."""
     lam: float = Field(1.0, ge=0.0, le=1.0)
     """Generator loss = lam * WGAN + (1 - lam) * RL (1.0 = pure GAN)."""
     rl_start_step: int = Field(0, ge=0)
@@ -361,6 +377,11 @@ class Config(_Section):
             raise ValueError("train.hindsight_weight > 0 needs model.conditions and train.rl_estimator: "
                              "reinforce (it relabels REINFORCE's samples)")
         train = self.train
+        if self.reward.uniqueness_bins and (
+            not self.model.conditions or "uniqueness" not in self.reward.weights
+        ):
+            raise ValueError("reward.uniqueness_bins needs model.conditions and a uniqueness weight "
+                             "(the repeats it counts per target)")
         if train.samples_per_target > 1 and not self.model.conditions:
             raise ValueError("train.samples_per_target > 1 needs model.conditions (the targets it repeats)")
         if train.hindsight_per_molecule and (train.hindsight_weight == 0 or self.reward.memory_size == 0):
@@ -372,6 +393,11 @@ class Config(_Section):
     def _no_critic_no_wgan(self) -> Config:
         # An untrained critic's score would be a random direction in the generator's loss.
         train = self.train
+        if train.n_critic == 0 and (train.critic_warmup_steps or train.mismatch_weight):
+            raise ValueError("train.critic_warmup_steps and train.mismatch_weight need a critic "
+                             "(train.n_critic > 0)")
+        if train.mismatch_weight and not self.model.conditions:
+            raise ValueError("train.mismatch_weight > 0 needs model.conditions (the conditions it shuffles)")
         if train.n_critic == 0 and (train.lam > 0 or train.rl_start_step > 0):
             raise ValueError(
                 "train.n_critic: 0 trains no critic, so it needs train.lam: 0 and "

@@ -21,7 +21,10 @@ Components, each in [0, 1] for a strictly valid molecule (:func:`molgan.chem.is_
   0 (``KnownStructures``). It rules out the strained cages and heteroatom chains that a dataset
   built by rules, as QM9 was, never holds.
 - ``uniqueness``: 1 / (occurrences of the same SMILES in this batch plus in a rolling memory of
-  the last ``memory_size`` valid SMILES this reward function scored).
+  the last ``memory_size`` valid SMILES this reward function scored). A call may give each
+  sample its *contexts* (labels, e.g. which tenth of the data's logP its target lies in): repeats
+  are then counted under each label apart, and the divisor is the largest of those counts, so a
+  molecule is a repeat only where it was asked for something alike.
 
 The reward of a strictly invalid sample (``None``, does not sanitize without repairs, or several
 fragments) is 0.
@@ -201,7 +204,7 @@ class RewardFunction:
         self.weights: dict[str, float] = clean
         self.memory_size = memory_size
         self._total_weight = sum(clean.values())
-        self._memory: deque[str] = deque()
+        self._memory: deque[tuple[str, ...]] = deque()
         self._memory_counts: Counter[str] = Counter()
 
     def __repr__(self) -> str:
@@ -213,6 +216,7 @@ class RewardFunction:
         smiles: Sequence[str | None],
         *,
         gather: Callable[[list[str]], list[str]] | None = None,
+        contexts: Sequence[Sequence[str]] | None = None,
     ) -> torch.Tensor:
         """(B,) float32 rewards in [0, 1] for B samples (None = did not sanitize).
 
@@ -221,16 +225,21 @@ class RewardFunction:
         rank order, the same list everywhere. Repeats then count over the whole batch and every
         process remembers the same sequence, so the processes do not each rediscover the same
         molecules. Only the strings travel; each process scores its own molecules.
+
+        ``contexts`` (B, each a non-empty sequence of labels without tabs or newlines) counts
+        the repeats of ``uniqueness`` per label (module docstring); ``None``: one count over all.
         """
         valid = [s is not None and _cached_validity(s) for s in smiles]
-        mine = [s for s, ok in zip(smiles, valid, strict=True) if ok]
-        batch = gather(mine) if gather is not None else mine
-        batch_counts = Counter(batch)
+        keys = [_keys(s, None if contexts is None else contexts[i]) if ok else ()
+                for i, (s, ok) in enumerate(zip(smiles, valid, strict=True))]
+        mine = [_ENTRY_SEP.join(k) for k in keys if k]
+        batch = [tuple(e.split(_ENTRY_SEP)) for e in (gather(mine) if gather is not None else mine)]
+        batch_counts = Counter(key for entry in batch for key in entry)
         w = self.weights
         score_weights = [(k, w[k]) for k in SCORED_COMPONENTS if k in w]
         product = self.combine == "product"
         rewards = []
-        for s, ok in zip(smiles, valid, strict=True):
+        for s, ok, own in zip(smiles, valid, keys, strict=True):
             if not ok:
                 rewards.append(0.0)
                 continue
@@ -238,7 +247,8 @@ class RewardFunction:
             if "plausible" in w:
                 parts.append((w["plausible"], self._plausibility(s)))
             if "uniqueness" in w:
-                parts.append((w["uniqueness"], 1.0 / (batch_counts[s] + self._memory_counts[s])))
+                seen = max(batch_counts[k] + self._memory_counts[k] for k in own)
+                parts.append((w["uniqueness"], 1.0 / seen))
             if product:
                 rewards.append(math.prod(c**weight for weight, c in parts))
             else:
@@ -257,24 +267,29 @@ class RewardFunction:
             score = self._plausible[smiles] = float(self.known.allows(_parsed(smiles)))
         return score
 
-    def _remember(self, valid_smiles: Iterable[str]) -> None:
-        """Append to the rolling memory, evicting the oldest: O(1) per molecule."""
+    def _remember(self, entries: Iterable[tuple[str, ...]]) -> None:
+        """Append each valid sample's keys to the rolling memory, evicting the oldest sample's:
+        O(1) per molecule and label."""
         if self.memory_size == 0:
             return
-        for s in valid_smiles:
-            self._memory.append(s)
-            self._memory_counts[s] += 1
+        for entry in entries:
+            self._memory.append(entry)
+            self._memory_counts.update(entry)
             if len(self._memory) > self.memory_size:
-                old = self._memory.popleft()
-                self._memory_counts[old] -= 1
-                if self._memory_counts[old] == 0:
-                    del self._memory_counts[old]
+                for old in self._memory.popleft():
+                    self._memory_counts[old] -= 1
+                    if self._memory_counts[old] == 0:
+                        del self._memory_counts[old]
 
-    def occurrences(self, smiles: Sequence[str]) -> list[int]:
-        """How often each SMILES occurs in the memory, at least 1. Once the memory holds the
-        last batch scored (``memory_size`` at least the batch), this is the divisor of that
-        batch's ``uniqueness``; a smaller memory has forgotten part of the batch."""
-        return [max(1, self._memory_counts[s]) for s in smiles]
+    def occurrences(
+        self, smiles: Sequence[str], contexts: Sequence[Sequence[str]] | None = None
+    ) -> list[int]:
+        """How often each SMILES occurs in the memory (under the most frequent of its
+        ``contexts``, as in ``__call__``), at least 1. Once the memory holds the last batch scored
+        (``memory_size`` at least the batch), this is the divisor of that batch's ``uniqueness``;
+        a smaller memory has forgotten part of the batch."""
+        return [max(1, *(self._memory_counts[k] for k in _keys(s, None if contexts is None else contexts[i])))
+                for i, s in enumerate(smiles)]
 
     def reset_memory(self) -> None:
         """Forget the SMILES remembered for ``uniqueness``."""
@@ -282,10 +297,25 @@ class RewardFunction:
         self._memory_counts.clear()
 
     def memory_state(self) -> list[str]:
-        """The remembered SMILES, oldest first (JSON-safe, for checkpoints)."""
-        return list(self._memory)
+        """The remembered samples, oldest first, each its SMILES or with contexts its keys
+        (JSON-safe, for checkpoints)."""
+        return [_ENTRY_SEP.join(entry) for entry in self._memory]
 
-    def load_memory_state(self, smiles: Iterable[str]) -> None:
-        """Replace the memory with ``smiles`` (oldest first), as saved by :meth:`memory_state`."""
+    def load_memory_state(self, entries: Iterable[str]) -> None:
+        """Replace the memory with ``entries`` (oldest first), as saved by :meth:`memory_state`."""
         self.reset_memory()
-        self._remember(smiles)
+        self._remember(tuple(e.split(_ENTRY_SEP)) for e in entries)
+
+
+_LABEL_SEP = "\t"
+_ENTRY_SEP = "\n"
+# Neither occurs in a SMILES string.
+
+
+def _keys(smiles: str, contexts: Sequence[str] | None) -> tuple[str, ...]:
+    """What the uniqueness memory counts for one valid sample: its SMILES, or one key per label."""
+    if contexts is None:
+        return (smiles,)
+    if not contexts:
+        raise ValueError("a sample's contexts must name at least one label")
+    return tuple(f"{label}{_LABEL_SEP}{smiles}" for label in contexts)

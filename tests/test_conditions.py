@@ -4,6 +4,7 @@ the target evaluation."""
 
 from __future__ import annotations
 
+import collections
 import math
 from collections.abc import Callable
 from pathlib import Path
@@ -24,6 +25,8 @@ from molgan.conditions import (
     condition_features,
     dataset_properties,
     property_values,
+    quantile_edges,
+    target_labels,
 )
 from molgan.config import Config, ConfigError
 from molgan.metrics import properties
@@ -190,6 +193,86 @@ def test_the_reward_is_scaled_by_closeness_to_the_target(
     assert reward.tolist() == pytest.approx([math.exp(-0.5)] * 8, rel=1e-4)
     _, _, unconditioned = trainer.score(atoms, bonds, None)
     assert unconditioned.tolist() == pytest.approx([1.0] * 8)
+
+
+def test_target_bins_are_equally_populated_and_unset_is_a_bin_of_its_own() -> None:
+    values = torch.from_numpy(np.random.default_rng(0).normal(size=(4000, 2))).float()
+    values[:100, 1] = math.nan  # molecules without a value are left out of the edges
+    edges = quantile_edges(values, 4)
+    assert edges.shape == (2, 3) and torch.all(edges[:, 1:] > edges[:, :-1])
+    labels = target_labels(values, edges, ["logp", "qed"])
+    for i, name in enumerate(("logp", "qed")):
+        counts = collections.Counter(label[i] for label in labels)
+        assert counts.pop(f"{name}:unset", 0) == (100 if name == "qed" else 0)
+        assert sorted(counts) == [f"{name}:{b}" for b in range(4)]
+        assert all(abs(n - sum(counts.values()) / 4) <= 1 for n in counts.values())
+    low, high = edges[0, 0].item() - 1, edges[0, -1].item() + 1
+    asked = torch.tensor([[low, math.nan], [high, 0.0]])
+    assert target_labels(asked, edges, ["logp", "qed"])[0] == ("logp:0", "qed:unset")
+    assert target_labels(asked, edges, ["logp", "qed"])[1][0] == "logp:3"
+
+
+def test_uniqueness_bins_count_a_molecule_again_only_at_a_like_target(
+    debug_config: Callable[..., Config], tmp_path: Path
+) -> None:
+    config = debug_config(*CONDITIONAL_OVERRIDES, "reward.weights={validity: 1.0, uniqueness: 1.0}",
+                          "reward.target_weight=0.0", "reward.combine=product", "reward.uniqueness_bins=2",
+                          "reward.memory_size=0")
+    trainer = Trainer(config, tmp_path / "run", progress=False)
+    assert trainer.target_edges is not None and trainer.conditions is not None
+    atoms, bonds = trainer.train_data.graphs(torch.zeros(4, dtype=torch.long))  # one molecule 4 times
+    low, high = trainer.target_edges[:, 0] - 1.0, trainer.target_edges[:, 0] + 1.0  # bins 0 and 1
+    nan = math.nan
+
+    def asked(*bins: tuple[int | None, int | None]) -> torch.Tensor:
+        return torch.tensor([[nan if b is None else (low if b == 0 else high)[i].item()
+                              for i, b in enumerate(pair)] for pair in bins])
+
+    # logP bins 0, 1, 1 and unset; QED unset throughout, where it occurs four times.
+    _, valid, reward = trainer.score(atoms, bonds, asked((0, None), (1, None), (1, None), (None, None)))
+    assert all(valid) and reward.tolist() == pytest.approx([1 / 4] * 4)
+    # logP bins 0, 1, 1, unset and QED bins 0, 1, 0, 1: the first is alone in logP bin 0 and with
+    # the third in QED bin 0; every sample's largest count is 2.
+    _, _, reward = trainer.score(atoms, bonds, asked((0, 0), (1, 1), (1, 0), (None, 1)))
+    assert reward.tolist() == pytest.approx([1 / 2] * 4)
+    _, _, reward = trainer.score(atoms, bonds, asked((0, 0), (1, 1), (1, 1), (1, 1)))
+    assert reward.tolist() == pytest.approx([1, 1 / 3, 1 / 3, 1 / 3])
+    with pytest.raises(ConfigError, match="uniqueness_bins"):
+        debug_config("reward.uniqueness_bins=10")  # no conditions
+    with pytest.raises(ConfigError, match="uniqueness_bins"):
+        debug_config(*CONDITIONAL_OVERRIDES, "reward.weights={validity: 1.0}", "reward.uniqueness_bins=10")
+
+
+def test_the_matching_aware_critic_scores_real_graphs_with_shuffled_conditions_as_generated(
+    debug_config: Callable[..., Config], tmp_path: Path
+) -> None:
+    from molgan.training.trainer import Penalty, critic_loss
+
+    config = debug_config(*CONDITIONAL_OVERRIDES, "train.mismatch_weight=0.5", "train.n_critic=1")
+    trainer = Trainer(config, tmp_path / "run", progress=False)
+    real, _ = trainer.real_batch()
+    g = torch.Generator().manual_seed(0)
+    fake = real.with_conditions(torch.randn(real.conditions.shape, generator=g))
+    other = real.with_conditions(real.conditions.flip(0))
+    critic = trainer.discriminator
+    eps = torch.rand(len(real.atoms), generator=g)
+
+    def score(x: Graphs) -> torch.Tensor:
+        return critic(x.atoms, x.bonds, x.conditions).mean()
+
+    for w in (0.0, 0.5, 1.0):
+        loss, w_distance, gp = critic_loss(critic, real, fake, eps, Penalty(0.0), mismatched=other,
+                                           mismatch_weight=w)
+        expected = (1 - w) * score(fake) + w * score(other) - score(real)
+        assert gp is None and loss.item() == pytest.approx(expected.item(), rel=1e-5, abs=1e-6)
+        assert w_distance.item() == pytest.approx(-expected.item(), rel=1e-5, abs=1e-6)
+    # The trainer's update shuffles the real conditions and trains the critic on them.
+    before = [p.detach().clone() for p in critic.parameters()]
+    stats = trainer.critic_step(1.0, 0)
+    assert math.isfinite(stats["d_loss"])
+    assert any(not torch.equal(a, b) for a, b in zip(before, critic.parameters(), strict=True))
+    with pytest.raises(ConfigError, match="mismatch_weight"):
+        debug_config("train.mismatch_weight=0.5")  # no conditions to shuffle
 
 
 def test_a_conditional_generator_starts_from_an_unconditional_one(
@@ -362,15 +445,15 @@ def test_hindsight_per_molecule_weighs_each_graph_as_the_uniqueness_reward_does(
     valid = [True] * 8 + [False]
     uniqueness = RewardFunction({"uniqueness": 1.0}, memory_size=100)
     rl = RLTerm(None, torch.zeros(9), smiles, valid, graphs=(atoms, bonds))
+    asked = torch.zeros(9, 2)
     for seen in (1, 2):  # the same batch scored again: the memory now holds it twice
         scored = [s if ok else None for s, ok in zip(smiles, valid, strict=True)]
         trainer.reward_fn(scored)
         expected = uniqueness(scored)[:8]
-        weights = trainer.hindsight_weights(rl)
+        weights = trainer.hindsight_weights(rl, asked)
         assert weights.cpu().tolist() == pytest.approx(expected.tolist())
         assert weights.cpu().tolist() == pytest.approx([1 / (6 * seen)] * 6 + [1 / seen] * 2)
     z = trainer.generator.noise(9, torch.Generator().manual_seed(0))
-    asked = torch.zeros(9, 2)
     own = trainer.achieved(smiles, valid)
     with torch.no_grad():
         before = trainer.generator(z[:8], own[:8]).log_prob(atoms[:8], bonds[:8])

@@ -47,6 +47,12 @@ REWARD_WEIGHTS = {"validity": 1.0, "uniqueness": 1.0}
 MEMORY = 5
 
 
+def reward_contexts(batch: list[str | None]) -> list[tuple[str, ...]]:
+    """Labels for the uniqueness counts of each sample of a batch: two labels each, which
+    overlap between samples, so that some repeats count under one label and not another."""
+    return [(f"a{i % 2}", f"b{i % 3}") for i in range(len(batch))]
+
+
 def shard(x: torch.Tensor, rank: int, world: int) -> torch.Tensor:
     """The rows of a batch (B, ...) that process ``rank`` of ``world`` holds: the rank-th slice of
     each half, so that the halves a process pairs for the mode-seeking term are pairs of the
@@ -172,14 +178,17 @@ def batch_gradients(processes: Processes) -> dict[str, torch.Tensor]:
     return grads
 
 
-def shared_rewards(processes: Processes) -> tuple[list[torch.Tensor], list[str]]:
-    """Rewards of this process's half of each of ``REWARD_BATCHES`` and the memory afterwards."""
+def shared_rewards(processes: Processes, labelled: bool = False) -> tuple[list[torch.Tensor], list[str]]:
+    """Rewards of this process's half of each of ``REWARD_BATCHES`` and the memory afterwards;
+    ``labelled``: with the ``reward_contexts`` of each batch."""
     rank, world = processes.rank, processes.world_size
     reward_fn = RewardFunction(REWARD_WEIGHTS, memory_size=MEMORY)
     rewards = []
     for batch in REWARD_BATCHES:
         size = len(batch) // world
-        rewards.append(reward_fn(batch[rank * size : (rank + 1) * size], gather=processes.gather_strings))
+        mine = slice(rank * size, (rank + 1) * size)
+        contexts = reward_contexts(batch)[mine] if labelled else None
+        rewards.append(reward_fn(batch[mine], gather=processes.gather_strings, contexts=contexts))
     return rewards, reward_fn.memory_state()
 
 
@@ -193,6 +202,8 @@ def _worker(rank: int, world: int, port: int, out: str) -> None:
         tensors = batch_gradients(processes)
         rewards, memory = shared_rewards(processes)
         tensors |= {f"shared_reward.{i}": r for i, r in enumerate(rewards)}
+        labelled, labelled_memory = shared_rewards(processes, labelled=True)
+        tensors |= {f"labelled_reward.{i}": r for i, r in enumerate(labelled)}
         collectives = {
             "signal_on_rank_1": processes.agree_to_stop(15 if rank == 1 else 0, rank == 1),
             "time_up_on_rank_0": processes.agree_to_stop(0, rank == 0),
@@ -201,7 +212,8 @@ def _worker(rank: int, world: int, port: int, out: str) -> None:
         }
         states = processes.gather_tensors(torch.full((3,), rank, dtype=torch.uint8))
         processes.barrier()
-    meta = {"memory": json.dumps(memory), "collectives": json.dumps(collectives),
+    meta = {"memory": json.dumps(memory), "labelled_memory": json.dumps(labelled_memory),
+            "collectives": json.dumps(collectives),
             "states": json.dumps([s.tolist() for s in states])}
     save_file({k: v.contiguous() for k, v in tensors.items()}, f"{out}/rank{rank}.safetensors", metadata=meta)
 
@@ -270,6 +282,15 @@ def test_the_uniqueness_reward_and_its_memory_see_the_whole_batch(
         assert meta["memory"] == one.memory_state()
     # CCO is three of the first batch, two of them in rank 0's half: alone, rank 0 would count 2.
     assert whole[0][0].item() == pytest.approx(1 / 3 / 2 + 1 / 2)
+    # Counted per label, the repeats and the memory are the whole batch's too.
+    labelled = RewardFunction(REWARD_WEIGHTS, memory_size=MEMORY)
+    whole = [labelled(batch, contexts=reward_contexts(batch)) for batch in REWARD_BATCHES]
+    for rank, (tensors, meta) in enumerate(two_processes):
+        for i, expected in enumerate(whole):
+            half = len(expected) // WORLD
+            mine = expected[rank * half : (rank + 1) * half]
+            torch.testing.assert_close(tensors[f"labelled_reward.{i}"], mine)
+        assert meta["labelled_memory"] == labelled.memory_state()
 
 
 def test_processes_agree_on_stopping_and_exchange_small_values(

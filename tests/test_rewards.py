@@ -175,6 +175,33 @@ def test_uniqueness_rolling_memory_counts_and_evicts():
     assert reward(["CCC"]).tolist() == pytest.approx([1.0])
 
 
+def test_uniqueness_counts_repeats_per_context_and_divides_by_the_largest_count():
+    reward = RewardFunction({"uniqueness": 1.0}, memory_size=10)
+    # The same molecule under two labels is new under each; twice under one label is a repeat.
+    out = reward(["CCO", "CCO", "CCO", "CCN"], contexts=[("a",), ("b",), ("a",), ("a",)])
+    assert out.tolist() == pytest.approx([1 / 2, 1, 1 / 2, 1])
+    # Memory: CCO twice under a, once under b. Under both labels the larger count decides.
+    assert reward(["CCO"], contexts=[("b", "a")]).tolist() == pytest.approx([1 / 3])
+    assert reward.occurrences(["CCO", "CCO", "CCN", "CCC"], [("a",), ("b",), ("b",), ("a",)]) == [3, 2, 1, 1]
+    # Without contexts a call counts over all samples, apart from the labelled keys.
+    assert reward(["CCO"]).tolist() == pytest.approx([1.0])
+    with pytest.raises(ValueError, match="at least one label"):
+        reward(["CCO"], contexts=[()])
+
+
+def test_labelled_memory_evicts_whole_samples_and_survives_a_checkpoint():
+    reward = RewardFunction({"uniqueness": 1.0}, memory_size=2)
+    reward(["CCO", "CCN", "CCC"], contexts=[("a", "x"), ("a", "y"), ("b", "x")])
+    # The oldest sample (CCO under a and x) left with both its keys: 2 samples, 4 keys.
+    assert sum(reward._memory_counts.values()) == 4
+    copy = RewardFunction({"uniqueness": 1.0}, memory_size=2)
+    copy.load_memory_state(reward.memory_state())
+    assert copy.memory_state() == reward.memory_state()
+    asked = ["CCO", "CCN", "CCC"], [("x",), ("y",), ("x",)]
+    assert copy(asked[0], contexts=asked[1]).tolist() == pytest.approx([1, 1 / 2, 1 / 2])
+    assert reward(asked[0], contexts=asked[1]).tolist() == pytest.approx([1, 1 / 2, 1 / 2])
+
+
 def test_memory_is_bounded():
     reward = RewardFunction({"uniqueness": 1.0}, memory_size=5)
     for k in range(1, 30):

@@ -196,6 +196,30 @@ def test_a_run_without_critic_updates_trains_the_generator_on_the_reward_alone(
     assert sorted(records) == [1, 2, 3] and all("d_loss" not in r for r in records.values())
 
 
+def test_a_critic_warmup_holds_the_generator_and_then_lets_it_train(
+    debug_config: Callable[..., Config], tmp_path: Path
+) -> None:
+    config = debug_config("train.critic_warmup_steps=2", "train.n_critic=1", "train.steps=3",
+                          "train.log_every=1", "train.rl_start_step=0")
+    trainer = Trainer(config, tmp_path / "run", progress=True)
+    critic = [p.detach().clone() for p in trainer.discriminator.parameters()]
+    generator = [p.detach().clone() for p in trainer.generator.parameters()]
+    for _ in range(2):
+        stats = trainer.train_step(1.0)
+        trainer.state.step += 1  # as the loop counts
+        assert "d_loss" in stats and "g_loss" not in stats
+    trainer.state.step = 0
+    assert all(torch.equal(a, b) for a, b in zip(generator, trainer.generator.parameters(), strict=True))
+    assert any(not torch.equal(a, b) for a, b in zip(critic, trainer.discriminator.parameters(), strict=True))
+    assert trainer.train()["step"] == 3  # the progress bar takes the steps without a generator loss
+    assert any(not torch.equal(a, b) for a, b in zip(generator, trainer.generator.parameters(), strict=True))
+    records = training_records(tmp_path / "run")
+    assert "g_loss" not in records[1] and "g_loss" not in records[2] and "g_loss" in records[3]
+    with pytest.raises(ConfigError, match="critic_warmup_steps"):
+        debug_config("train.critic_warmup_steps=2", "train.n_critic=0", "train.lam=0",
+                     "train.rl_estimator=reinforce")
+
+
 @pytest.mark.parametrize("override", ["train.lam=0.4", "train.rl_start_step=2"])
 def test_no_critic_updates_need_a_generator_on_the_reward_alone(
     debug_config: Callable[..., Config], override: str

@@ -79,8 +79,9 @@ class Progress:
         """The latest losses and the validity and uniqueness of the latest evaluation."""
         # No critic loss in a run without critic updates (train.n_critic: 0).
         values = {"d": f"{stats['d_loss']:.2f}"} if "d_loss" in stats else {}
+        # Nor a generator loss while the critic warms up (train.critic_warmup_steps).
+        values |= {"g": f"{stats['g_loss']:.2f}"} if "g_loss" in stats else {}
         values |= {
-            "g": f"{stats['g_loss']:.2f}",
             "valid": f"{evaluation.get('validity', float('nan')):.2f}",
             "uniq": f"{evaluation.get('uniqueness', float('nan')):.2f}",
         }

@@ -48,7 +48,14 @@ from molgan.checkpoint import (
     resolve_checkpoint,
 )
 from molgan.chem import Vocab, decode_and_validate, decode_batch
-from molgan.conditions import ConditionSet, closeness, dataset_properties, property_values
+from molgan.conditions import (
+    ConditionSet,
+    closeness,
+    dataset_properties,
+    property_values,
+    quantile_edges,
+    target_labels,
+)
 from molgan.config import CRITIC_FIELDS, Config, ConfigError, config_from_dict
 from molgan.data import MolDataset, dataset_from_config
 from molgan.device import DeviceError, fast_bfloat16, graphs_to_host, resolve_device
@@ -116,12 +123,18 @@ def critic_loss(
     penalty: Penalty,
     *,
     joint: bool = False,
+    mismatched: Graphs | None = None,
+    mismatch_weight: float = 0.0,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """The critic's WGAN-GP loss ``D(fake) - D(real) + weight * GP`` on B real and B fake graphs
     (``eps`` (B,): see ``gradient_penalty``), with the Wasserstein estimate and the penalty
     (``None`` where this update takes none). All are means over the batch (the penalty's over its
     share of it), so with several processes DDP's average of their gradients is the gradient of
     the whole batch's loss. ``joint`` scores real and fake graphs in one forward pass.
+
+    ``mismatched``: real graphs paired with conditions not their own; they take the share
+    ``mismatch_weight`` of the generated term, ``D(fake)`` becoming ``(1 - w) D(fake) + w
+    D(mismatched)`` (``train.mismatch_weight``). The penalty stays on real and fake pairs.
 
     The penalty on the first ``size`` pairs is an unbiased estimate of the whole batch's: the
     pairs are independent draws, so any fixed subset is a uniform sample of them.
@@ -136,6 +149,9 @@ def critic_loss(
     else:
         d_real = critic_scores(critic, real.atoms, real.bonds, real.conditions).mean()
         d_fake = critic_scores(critic, fake.atoms, fake.bonds, fake.conditions).mean()
+    if mismatched is not None and mismatch_weight > 0:
+        d_mismatched = critic_scores(critic, mismatched.atoms, mismatched.bonds, mismatched.conditions).mean()
+        d_fake = (1.0 - mismatch_weight) * d_fake + mismatch_weight * d_mismatched
     loss = d_fake - d_real
     gp = None
     if penalty.weight > 0:
@@ -236,6 +252,8 @@ class Trainer:
             self.conditions = ConditionSet.from_values(names, values)
             raw = torch.from_numpy(values).float()
             self.train_conditions = self.conditions.standardise(raw).to(self.device)
+        self.target_edges = (None if not config.reward.uniqueness_bins or self.train_conditions is None
+                             else quantile_edges(self.train_conditions.cpu(), config.reward.uniqueness_bins))
 
         a, e, n = self.vocab.num_atom_types, self.vocab.num_bond_types, self.vocab.max_atoms
         self.generator = build_generator(config.model, n, a, e).to(self.device)
@@ -373,13 +391,22 @@ class Trainer:
         targets (conditions (B, C)) have their reward multiplied by ``closeness ** w``
         (``reward.target_weight``)."""
         smiles, valid = decode_and_validate(*graphs_to_host(atoms, bonds), self.vocab)
-        reward = self.reward_fn(smiles, gather=self.processes.gather_strings)
+        reward = self.reward_fn(smiles, gather=self.processes.gather_strings,
+                                contexts=self.uniqueness_contexts(conditions))
         weight = self.config.reward.target_weight
         if conditions is not None and self.conditions is not None and weight > 0:
             achieved = self.achieved(smiles, valid)
             near = closeness(achieved, conditions.float().cpu(), self.config.reward.target_width)
             reward = reward * near.pow(weight)
         return smiles, valid, reward.to(self.device)
+
+    def uniqueness_contexts(self, conditions: torch.Tensor | None) -> list[tuple[str, ...]] | None:
+        """The labels under which the uniqueness reward counts the repeats of each of B graphs
+        generated for ``conditions`` (B, C): the bins of their targets with
+        ``reward.uniqueness_bins``, else ``None`` (one count over all)."""
+        if self.target_edges is None or conditions is None or self.conditions is None:
+            return None
+        return target_labels(conditions.cpu(), self.target_edges, self.conditions.names)
 
     def achieved(self, smiles: list[str | None], valid: list[bool]) -> torch.Tensor:
         """The standardised properties (B, C) of the conditions of each valid molecule (NaN
@@ -405,10 +432,15 @@ class Trainer:
             logits = self.generator(noise, real.conditions)
             fake = logits.relax(self.config.model.estimator, tau, self.rng).with_conditions(real.conditions)
         eps = torch.rand(self.local_batch, generator=self.rng, device=self.device)
+        mismatched = None
+        if cfg.mismatch_weight > 0 and real.conditions is not None:
+            shuffle = torch.randperm(self.local_batch, generator=self.rng, device=self.device)
+            mismatched = real.with_conditions(real.conditions[shuffle])
         # bfloat16 autocast: the matrix products at half the cost; weights and Adam stay float32.
         with torch.autocast(self.device.type, torch.bfloat16, enabled=self.critic_bfloat16):
             loss, w_distance, gp = critic_loss(
-                self.ddp_critic, real, fake, eps, self.penalty(update), joint=cfg.critic_joint_forward
+                self.ddp_critic, real, fake, eps, self.penalty(update), joint=cfg.critic_joint_forward,
+                mismatched=mismatched, mismatch_weight=cfg.mismatch_weight,
             )
         self.opt_d.zero_grad(set_to_none=True)
         loss.backward()
@@ -498,27 +530,32 @@ class Trainer:
         logits = self.ddp_generator(z[keep], relabelled[keep])
         log_prob = logits.log_prob(atoms[keep], bonds[keep], self.config.train.rl_temperature)
         # The pass of weight 0 kept a graph that is not valid: it has no occurrences to look up.
-        per_graph = self.hindsight_weights(rl) if weight > 0 else torch.ones_like(log_prob)
+        per_graph = self.hindsight_weights(rl, conditions) if weight > 0 else torch.ones_like(log_prob)
         loss = -weight * (log_prob * per_graph).mean()
         self.opt_g.zero_grad(set_to_none=True)
         loss.backward()
         self.opt_g.step()
         return {"hindsight_nll": -log_prob.mean().item()}
 
-    def hindsight_weights(self, rl: RLTerm) -> torch.Tensor:
-        """(K,) the weight of each of the K valid graphs of ``rl`` in the relabelling: 1, or with
-        ``train.hindsight_per_molecule`` 1 / its occurrences in this batch and the reward's
-        memory, the divisor of its ``uniqueness``."""
+    def hindsight_weights(self, rl: RLTerm, conditions: torch.Tensor) -> torch.Tensor:
+        """(K,) the weight of each of the K valid graphs of ``rl`` (generated for ``conditions``
+        (B, C)) in the relabelling: 1, or with ``train.hindsight_per_molecule`` 1 / its
+        occurrences in this batch and the reward's memory, the divisor of its ``uniqueness``."""
         kept = [s for s, ok in zip(rl.smiles, rl.valid, strict=True) if ok]
         if not self.config.train.hindsight_per_molecule:
             return torch.ones(len(kept), device=self.device)
-        counts = torch.tensor(self.reward_fn.occurrences(kept), dtype=torch.float32, device=self.device)
+        contexts = self.uniqueness_contexts(conditions)
+        if contexts is not None:
+            contexts = [c for c, ok in zip(contexts, rl.valid, strict=True) if ok]
+        counts = torch.tensor(self.reward_fn.occurrences(kept, contexts), dtype=torch.float32,
+                              device=self.device)
         return counts.reciprocal()
 
     def train_step(self, tau: float) -> dict[str, float]:
-        """One step of the loop: ``n_critic`` critic updates, one generator update, then (with a
-        reward network) one reward-network update. Returns the statistics of the last of each,
-        for this process's share of the batch."""
+        """One step of the loop: ``n_critic`` critic updates, one generator update (none in the
+        first ``train.critic_warmup_steps``), then (with a reward network) one reward-network
+        update. Returns the statistics of the last of each, for this process's share of the
+        batch."""
         n_critic = self.config.train.n_critic
         stats: dict[str, float] = {}
         # The labels name the parts in a torch.profiler table (benchmarks/bench_train.py --profile).
@@ -526,6 +563,8 @@ class Trainer:
             with record_function("critic_update"):
                 # With a lazy penalty the last update that took one reports it.
                 stats |= self.critic_step(tau, self.state.step * n_critic + i)
+        if self.state.step < self.config.train.critic_warmup_steps:
+            return stats  # the generator is held while the critic learns the data
         with record_function("generator_update"):
             update = self.generator_step(tau)
         stats |= update.stats

@@ -186,10 +186,13 @@ def closeness(achieved: torch.Tensor, targets: torch.Tensor, width: float) -> to
     return torch.exp(-0.5 * gap.pow(2).sum(-1))
 
 
-def quantile_edges(values: torch.Tensor, bins: int) -> torch.Tensor:
-    """(C, bins - 1) the inner edges of ``bins`` equally populated bins of each column of
-    ``values`` (M, C), NaN left out: what ``target_labels`` sorts targets by."""
-    q = torch.linspace(0.0, 1.0, bins + 1, dtype=values.dtype, device=values.device)[1:-1]
+def quantile_edges(values: torch.Tensor, bins: int, offset: float = 0.0) -> torch.Tensor:
+    """(C, K) the inner edges of ``bins`` equally populated bins of each column of ``values``
+    (M, C), NaN left out: what ``target_labels`` sorts targets by. ``offset`` in [0, 1) shifts
+    the edges by that share of a bin (K = bins - 1 without, bins with: the end bins are then
+    partial), so that a second grid's bins are centred on the first grid's edges."""
+    levels = [(i + offset) / bins for i in range(bins) if 0.0 < (i + offset) / bins < 1.0]
+    q = torch.tensor(levels, dtype=values.dtype, device=values.device)
     return torch.stack([torch.nanquantile(values[:, i], q) for i in range(values.shape[1])])
 
 

@@ -168,6 +168,11 @@ class RewardConfig(_Section):
     condition's target, and in one more for "unset" (0: over all targets together). A generator
     that gives each target a few favourite molecules is then a repeater at that target, as a
     user asking for it sees; over all targets its favourites of different targets never meet."""
+    uniqueness_grids: int = Field(1, ge=1)
+    """How many grids of ``uniqueness_bins`` bins, each shifted by 1 / this of a bin against the
+    last (a sample's largest count over all its bins divides): a target on a bin edge of one
+    grid, where the molecules asked for it are split between two bins, lies inside a bin of
+    another."""
 
 
 class SamplingConfig(_Section):

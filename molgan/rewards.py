@@ -76,6 +76,9 @@ SA_RANGE = (2.0, 6.5)
 # Entries are (component, SMILES) pairs: 2**17 holds every score of about 44,000 molecules.
 SCORES_CACHE_SIZE = 1 << 17
 _PARSED_CACHE_SIZE = 4096
+# How the uniqueness memory joins a label to a SMILES, and a sample's keys: neither occurs in one.
+_LABEL_SEP = "\t"
+_ENTRY_SEP = "\n"
 
 
 def _scale(value: float, low: float, high: float) -> float:
@@ -230,8 +233,8 @@ class RewardFunction:
         the repeats of ``uniqueness`` per label (module docstring); ``None``: one count over all.
         """
         valid = [s is not None and _cached_validity(s) for s in smiles]
-        keys = [_keys(s, None if contexts is None else contexts[i]) if ok else ()
-                for i, (s, ok) in enumerate(zip(smiles, valid, strict=True))]
+        labels = [None] * len(smiles) if contexts is None else contexts
+        keys = [_keys(s, c) if ok else () for s, ok, c in zip(smiles, valid, labels, strict=True)]
         mine = [_ENTRY_SEP.join(k) for k in keys if k]
         batch = [tuple(e.split(_ENTRY_SEP)) for e in (gather(mine) if gather is not None else mine)]
         batch_counts = Counter(key for entry in batch for key in entry)
@@ -288,8 +291,9 @@ class RewardFunction:
         ``contexts``, as in ``__call__``), at least 1. Once the memory holds the last batch scored
         (``memory_size`` at least the batch), this is the divisor of that batch's ``uniqueness``;
         a smaller memory has forgotten part of the batch."""
-        return [max(1, *(self._memory_counts[k] for k in _keys(s, None if contexts is None else contexts[i])))
-                for i, s in enumerate(smiles)]
+        labels = [None] * len(smiles) if contexts is None else contexts
+        return [max(1, *(self._memory_counts[k] for k in _keys(s, c)))
+                for s, c in zip(smiles, labels, strict=True)]
 
     def reset_memory(self) -> None:
         """Forget the SMILES remembered for ``uniqueness``."""
@@ -305,11 +309,6 @@ class RewardFunction:
         """Replace the memory with ``entries`` (oldest first), as saved by :meth:`memory_state`."""
         self.reset_memory()
         self._remember(tuple(e.split(_ENTRY_SEP)) for e in entries)
-
-
-_LABEL_SEP = "\t"
-_ENTRY_SEP = "\n"
-# Neither occurs in a SMILES string.
 
 
 def _keys(smiles: str, contexts: Sequence[str] | None) -> tuple[str, ...]:

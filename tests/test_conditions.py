@@ -215,13 +215,14 @@ def test_target_bins_are_equally_populated_and_unset_is_a_bin_of_its_own() -> No
 def test_uniqueness_bins_count_a_molecule_again_only_at_a_like_target(
     debug_config: Callable[..., Config], tmp_path: Path
 ) -> None:
-    config = debug_config(*CONDITIONAL_OVERRIDES, "reward.weights={validity: 1.0, uniqueness: 1.0}",
-                          "reward.target_weight=0.0", "reward.combine=product", "reward.uniqueness_bins=2",
-                          "reward.memory_size=0")
+    overrides = (*CONDITIONAL_OVERRIDES, "reward.weights={validity: 1.0, uniqueness: 1.0}",
+                 "reward.target_weight=0.0", "reward.combine=product", "reward.uniqueness_bins=2",
+                 "reward.memory_size=0")
+    config = debug_config(*overrides)
     trainer = Trainer(config, tmp_path / "run", progress=False)
-    assert trainer.target_edges is not None and trainer.conditions is not None
+    assert len(trainer.target_edges) == 1 and trainer.conditions is not None
     atoms, bonds = trainer.train_data.graphs(torch.zeros(4, dtype=torch.long))  # one molecule 4 times
-    low, high = trainer.target_edges[:, 0] - 1.0, trainer.target_edges[:, 0] + 1.0  # bins 0 and 1
+    low, high = trainer.target_edges[0][:, 0] - 1.0, trainer.target_edges[0][:, 0] + 1.0  # bins 0, 1
     nan = math.nan
 
     def asked(*bins: tuple[int | None, int | None]) -> torch.Tensor:
@@ -237,6 +238,18 @@ def test_uniqueness_bins_count_a_molecule_again_only_at_a_like_target(
     assert reward.tolist() == pytest.approx([1 / 2] * 4)
     _, _, reward = trainer.score(atoms, bonds, asked((0, 0), (1, 1), (1, 1), (1, 1)))
     assert reward.tolist() == pytest.approx([1, 1 / 3, 1 / 3, 1 / 3])
+    # A second grid, shifted by half a bin: its middle bin holds both sides of the first's edge.
+    config = debug_config(*overrides, "reward.uniqueness_grids=2")
+    trainer = Trainer(config, tmp_path / "run2", progress=False)
+    first, second = trainer.target_edges
+    quartiles = torch.nanquantile(trainer.train_conditions, torch.tensor([0.25, 0.75]), 0).T
+    assert second.shape == (2, 2) and torch.allclose(second, quartiles)
+    near = [first[:, 0] - 0.01, first[:, 0] + 0.01]  # either side of the median, inside (25th, 75th)
+    asked = torch.stack(near)
+    assert trainer.uniqueness_contexts(asked) == [("logp:0", "qed:0", "logp~1:1", "qed~1:1"),
+                                                 ("logp:1", "qed:1", "logp~1:1", "qed~1:1")]
+    _, _, reward = trainer.score(atoms[:2], bonds[:2], asked)
+    assert reward.tolist() == pytest.approx([1 / 2, 1 / 2])  # one grid would count each once
     with pytest.raises(ConfigError, match="uniqueness_bins"):
         debug_config("reward.uniqueness_bins=10")  # no conditions
     with pytest.raises(ConfigError, match="uniqueness_bins"):

@@ -252,8 +252,12 @@ class Trainer:
             self.conditions = ConditionSet.from_values(names, values)
             raw = torch.from_numpy(values).float()
             self.train_conditions = self.conditions.standardise(raw).to(self.device)
-        self.target_edges = (None if not config.reward.uniqueness_bins or self.train_conditions is None
-                             else quantile_edges(self.train_conditions.cpu(), config.reward.uniqueness_bins))
+        # The bin edges of each grid of reward.uniqueness_bins (none: one count over all targets).
+        self.target_edges: list[torch.Tensor] = []
+        if config.reward.uniqueness_bins and self.train_conditions is not None:
+            bins, grids = config.reward.uniqueness_bins, config.reward.uniqueness_grids
+            values = self.train_conditions.cpu()
+            self.target_edges = [quantile_edges(values, bins, g / grids) for g in range(grids)]
 
         a, e, n = self.vocab.num_atom_types, self.vocab.num_bond_types, self.vocab.max_atoms
         self.generator = build_generator(config.model, n, a, e).to(self.device)
@@ -402,11 +406,14 @@ class Trainer:
 
     def uniqueness_contexts(self, conditions: torch.Tensor | None) -> list[tuple[str, ...]] | None:
         """The labels under which the uniqueness reward counts the repeats of each of B graphs
-        generated for ``conditions`` (B, C): the bins of their targets with
+        generated for ``conditions`` (B, C): the bins of their targets in each grid of
         ``reward.uniqueness_bins``, else ``None`` (one count over all)."""
-        if self.target_edges is None or conditions is None or self.conditions is None:
+        if not self.target_edges or conditions is None or self.conditions is None:
             return None
-        return target_labels(conditions.cpu(), self.target_edges, self.conditions.names)
+        names = self.conditions.names
+        grids = [target_labels(conditions.cpu(), edges, [f"{n}~{g}" if g else n for n in names])
+                 for g, edges in enumerate(self.target_edges)]
+        return [sum(labels, ()) for labels in zip(*grids, strict=True)]
 
     def achieved(self, smiles: list[str | None], valid: list[bool]) -> torch.Tensor:
         """The standardised properties (B, C) of the conditions of each valid molecule (NaN

@@ -254,7 +254,8 @@ def test_ddp_gradients_of_the_shares_are_one_process_gradients_of_the_whole_batc
                 "critic.features.out.weight", "generator.transformer.bond_out.weight"):
         assert not torch.allclose(alone[key], whole[key]), key
     for rank, (grads, _) in enumerate(two_processes):
-        assert sorted(grads.keys() - {k for k in grads if k.startswith("shared_reward")}) == sorted(whole)
+        rewards = {k for k in grads if k.startswith(("shared_reward", "labelled_reward"))}
+        assert sorted(grads.keys() - rewards) == sorted(whole)
         for key, expected in whole.items():
             # Equal up to the order of float summation.
             torch.testing.assert_close(grads[key], expected, rtol=1e-5, atol=1e-7, msg=f"rank {rank}: {key}")

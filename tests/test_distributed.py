@@ -212,7 +212,7 @@ def _worker(rank: int, world: int, port: int, out: str) -> None:
         }
         states = processes.gather_tensors(torch.full((3,), rank, dtype=torch.uint8))
         processes.barrier()
-    meta = {"memory": json.dumps(memory), "labelled_memory": json.dumps(labelled_memory),
+    meta = {"shared_memory": json.dumps(memory), "labelled_memory": json.dumps(labelled_memory),
             "collectives": json.dumps(collectives),
             "states": json.dumps([s.tolist() for s in states])}
     save_file({k: v.contiguous() for k, v in tensors.items()}, f"{out}/rank{rank}.safetensors", metadata=meta)
@@ -272,26 +272,20 @@ class _ShareOf(Processes):
 def test_the_uniqueness_reward_and_its_memory_see_the_whole_batch(
     two_processes: list[Result],
 ) -> None:
-    one = RewardFunction(REWARD_WEIGHTS, memory_size=MEMORY)
-    whole = [one(batch) for batch in REWARD_BATCHES]
-    # The processes' memories are one process's: the same SMILES in the same order.
-    for rank, (tensors, meta) in enumerate(two_processes):
-        for i, expected in enumerate(whole):
-            half = len(expected) // WORLD
-            mine = expected[rank * half : (rank + 1) * half]
-            torch.testing.assert_close(tensors[f"shared_reward.{i}"], mine)
-        assert meta["memory"] == one.memory_state()
+    # Counted over all samples, or per label: the processes' rewards are their shares of one
+    # process's, and their memories are one process's, the same keys in the same order.
+    wholes = {}
+    for name, contexts in (("shared", lambda batch: None), ("labelled", reward_contexts)):
+        one = RewardFunction(REWARD_WEIGHTS, memory_size=MEMORY)
+        whole = wholes[name] = [one(batch, contexts=contexts(batch)) for batch in REWARD_BATCHES]
+        for rank, (tensors, meta) in enumerate(two_processes):
+            for i, expected in enumerate(whole):
+                half = len(expected) // WORLD
+                mine = expected[rank * half : (rank + 1) * half]
+                torch.testing.assert_close(tensors[f"{name}_reward.{i}"], mine)
+            assert meta[f"{name}_memory"] == one.memory_state()
     # CCO is three of the first batch, two of them in rank 0's half: alone, rank 0 would count 2.
-    assert whole[0][0].item() == pytest.approx(1 / 3 / 2 + 1 / 2)
-    # Counted per label, the repeats and the memory are the whole batch's too.
-    labelled = RewardFunction(REWARD_WEIGHTS, memory_size=MEMORY)
-    whole = [labelled(batch, contexts=reward_contexts(batch)) for batch in REWARD_BATCHES]
-    for rank, (tensors, meta) in enumerate(two_processes):
-        for i, expected in enumerate(whole):
-            half = len(expected) // WORLD
-            mine = expected[rank * half : (rank + 1) * half]
-            torch.testing.assert_close(tensors[f"labelled_reward.{i}"], mine)
-        assert meta["labelled_memory"] == labelled.memory_state()
+    assert wholes["shared"][0][0].item() == pytest.approx(1 / 3 / 2 + 1 / 2)
 
 
 def test_processes_agree_on_stopping_and_exchange_small_values(

@@ -173,10 +173,11 @@ def condition_features(conditions: torch.Tensor) -> torch.Tensor:
     return torch.cat([torch.nan_to_num(conditions, nan=0.0), is_set.to(conditions.dtype)], dim=-1)
 
 
-def closeness(achieved: torch.Tensor, targets: torch.Tensor, width: float) -> torch.Tensor:
+def closeness(achieved: torch.Tensor, targets: torch.Tensor, width: float | torch.Tensor) -> torch.Tensor:
     """How near each graph came to its targets, (B,) in [0, 1]: ``exp(-d^2 / 2)`` with ``d`` the
-    distance over the set conditions in standardised units divided by ``width``; 1 with no
-    condition set, 0 where a target is set and the graph has no value (not a molecule).
+    distance over the set conditions in standardised units, each divided by its ``width`` (one
+    number, or (C,) one per condition); 1 with no condition set, 0 where a target is set and the
+    graph has no value (not a molecule).
 
     achieved, targets: (B, C), standardised, NaN for "no value" / "unset".
     """

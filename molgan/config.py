@@ -159,9 +159,10 @@ class RewardConfig(_Section):
     """Conditional models: the reward of a sample is multiplied by ``closeness ** target_weight``,
     how near its properties came to the targets it was generated for
     (``molgan.conditions.closeness``); 0 = off."""
-    target_width: float = Field(0.25, gt=0.0)
+    target_width: float | dict[str, float] = 0.25
     """The distance to a target, in standard deviations of the training data's property, at
-    which ``closeness`` has fallen to exp(-1/2)."""
+    which ``closeness`` has fallen to exp(-1/2): one for all conditions, or one per condition
+    (``{logp: 0.5, qed: 0.3}``, every condition named)."""
     uniqueness_bins: int = Field(0, ge=0)
     """Conditional models: count the repeats of ``uniqueness`` (and of
     ``train.hindsight_per_molecule``) apart in each of this many quantile bins of each
@@ -373,6 +374,12 @@ class Config(_Section):
     def _targets_need_conditions(self) -> Config:
         if self.reward.target_weight > 0 and not self.model.conditions:
             raise ValueError("reward.target_weight > 0 needs model.conditions (the targets it rewards)")
+        widths = self.reward.target_width
+        if isinstance(widths, dict) and set(widths) != set(self.model.conditions):
+            raise ValueError(f"reward.target_width per condition must name each of model.conditions "
+                             f"{list(self.model.conditions)} once (got {sorted(widths)})")
+        if any(w <= 0 for w in (widths.values() if isinstance(widths, dict) else [widths])):
+            raise ValueError(f"reward.target_width must be > 0 (got {widths})")
         # The reward network would have to learn each target's reward: not built for conditions.
         if self.model.conditions and self.train.rl_estimator == "reward_net" and self.train.lam < 1:
             raise ValueError("model.conditions needs train.rl_estimator: reinforce (or train.lam: 1)")

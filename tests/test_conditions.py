@@ -89,6 +89,9 @@ def test_condition_features_and_closeness() -> None:
     near = closeness(achieved, targets, width=0.5)
     # One standard width away; the unset condition does not count; nothing set; no molecule.
     assert near.tolist() == pytest.approx([math.exp(-0.5), math.exp(-0.5), 1.0, 0.0])
+    # A width per condition: half a width off in the first, two widths off in the second.
+    near = closeness(torch.tensor([[0.5, 0.5]]), torch.tensor([[0.0, 0.0]]), torch.tensor([1.0, 0.25]))
+    assert near.tolist() == pytest.approx([math.exp(-0.5 * (0.25 + 4.0))])
 
 
 def test_dataset_properties_are_cached(tmp_path: Path) -> None:
@@ -145,6 +148,12 @@ def test_config_rules_of_conditions(debug_config: Callable[..., Config]) -> None
         debug_config("model.conditions=[qed]")  # the debug config's reward network
     with pytest.raises(ConfigError, match="conditions"):
         debug_config("model.conditions=[solubility]", "train.rl_estimator=reinforce")
+    with pytest.raises(ConfigError, match=r"target_width per condition must name each.*\['logp'\]"):
+        debug_config(*CONDITIONAL_OVERRIDES, "reward.target_width={logp: 0.5}")
+    with pytest.raises(ConfigError, match="target_width must be > 0"):
+        debug_config(*CONDITIONAL_OVERRIDES, "reward.target_width={logp: 0.5, qed: 0.0}")
+    widths = debug_config(*CONDITIONAL_OVERRIDES, "reward.target_width={qed: 0.3, logp: 0.5}")
+    assert widths.reward.target_width == {"logp": 0.5, "qed": 0.3}
 
 
 # ---------------------------------------------------------------------------------- training
@@ -193,6 +202,12 @@ def test_the_reward_is_scaled_by_closeness_to_the_target(
     assert reward.tolist() == pytest.approx([math.exp(-0.5)] * 8, rel=1e-4)
     _, _, unconditioned = trainer.score(atoms, bonds, None)
     assert unconditioned.tolist() == pytest.approx([1.0] * 8)
+    # With a width per condition, the same shift in logP costs what its own width says.
+    per_condition = debug_config(*CONDITIONAL_OVERRIDES, "reward.weights={validity: 1.0}",
+                                 "reward.target_width={logp: 0.5, qed: 1.0}")
+    trainer = Trainer(per_condition, tmp_path / "widths", progress=False)
+    _, _, reward = trainer.score(atoms, bonds, shifted)
+    assert reward.tolist() == pytest.approx([math.exp(-2.0)] * 8, rel=1e-4)
 
 
 def test_target_bins_are_equally_populated_and_unset_is_a_bin_of_its_own() -> None:

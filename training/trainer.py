@@ -252,6 +252,9 @@ class Trainer:
             self.conditions = ConditionSet.from_values(names, values)
             raw = torch.from_numpy(values).float()
             self.train_conditions = self.conditions.standardise(raw).to(self.device)
+        width = config.reward.target_width
+        self.target_width = (torch.tensor([width[name] for name in config.model.conditions])
+                             if isinstance(width, dict) else width)
         # The bin edges of each grid of reward.uniqueness_bins (none: one count over all targets).
         self.target_edges: list[torch.Tensor] = []
         if config.reward.uniqueness_bins and self.train_conditions is not None:
@@ -400,7 +403,7 @@ class Trainer:
         weight = self.config.reward.target_weight
         if conditions is not None and self.conditions is not None and weight > 0:
             achieved = self.achieved(smiles, valid)
-            near = closeness(achieved, conditions.float().cpu(), self.config.reward.target_width)
+            near = closeness(achieved, conditions.float().cpu(), self.target_width)
             reward = reward * near.pow(weight)
         return smiles, valid, reward.to(self.device)
 

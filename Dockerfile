@@ -35,15 +35,16 @@ ENV PATH=/opt/venv/bin:$PATH
 
 WORKDIR /src
 
-# The dependency list is read from pyproject.toml so it cannot drift. torch goes first, from
-# its CPU index; the rest then finds it already satisfied. Then ~230 MB that serving never
+# The dependency list is read from pyproject.toml so it cannot drift, at the versions
+# constraints.txt pins (those the tests ran against). torch goes first, from its CPU index;
+# the rest then finds it already satisfied. Then ~230 MB that serving never
 # uses is removed: torch's C++ test programs, headers and CMake files (only for compiling
 # extensions), protoc, and the packages' own test suites.
-COPY pyproject.toml ./
+COPY pyproject.toml constraints.txt ./
 RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" > /tmp/requirements.txt \
     && grep -E '^torch([<>=!~ ]|$)' /tmp/requirements.txt > /tmp/torch.txt \
     && pip install --index-url "$TORCH_INDEX_URL" -r /tmp/torch.txt \
-    && pip install -r /tmp/requirements.txt \
+    && pip install -c constraints.txt -r /tmp/requirements.txt \
     && if pip list --format=freeze | grep -iE '^(nvidia-|triton)'; then \
            echo "CUDA packages found in a CPU-only image" >&2; exit 1; \
        fi \

@@ -7,11 +7,12 @@ PORT ?= 8000
 
 .PHONY: install run test clean
 
-$(BIN)/molgan: pyproject.toml
+# constraints.txt: the tested version of every package, so a new release upstream changes nothing.
+$(BIN)/molgan: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev,fcd]'
-	$(BIN)/python -m pip install --quiet --no-deps molsets==0.3.1
+	$(BIN)/python -m pip install --quiet pip==26.3
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev,fcd]'
+	$(BIN)/python -m pip install --quiet -c constraints.txt --no-deps molsets
 	touch $@
 
 install: $(BIN)/molgan

@@ -287,6 +287,13 @@ class TrainConfig(_Section):
     batch. Drawn one per graph, targets rarely repeat, and a generator that gives each target a
     handful of molecules is not penalised for it. Each process's share of ``batch_size`` must hold
     whole groups (with ``rl_samples_per_z``, groups of both)."""
+    paired_targets: bool = False
+    """Conditional models: the second half of each process's share asks for the targets of the
+    first, graph for graph. The mode-seeking term pairs the halves, so it then compares two noise
+    vectors at one target, as in conditional mode-seeking GANs, and rewards a generator whose
+    noise changes the molecule it draws for a target; with targets drawn per graph it compares two
+    targets, and a generator that gives each target one molecule satisfies it. Needs
+    ``mode_seeking_weight`` > 0; the share holds two of each group of ``samples_per_target``."""
     hindsight_weight: float = Field(0.0, ge=0.0)
     """Conditional models with REINFORCE: after each generator update, a second one that raises
     the likelihood of each valid sample given the noise it came from and, as its targets, the
@@ -341,20 +348,23 @@ class Config(_Section):
     def batch_share(self, processes: int) -> int:
         """Graphs each of ``processes`` training processes generates per step: ``train.batch_size``
         split evenly, in whole REINFORCE groups (``TrainConfig.reinforce_group``), times the
-        graphs asked for one target (``train.samples_per_target``), and PacGAN packs
-        (``model.pack``), at least 2 (the mode-seeking term pairs halves). ValueError
-        naming the settings otherwise: the one rule of how a batch splits."""
+        graphs asked for one target (``train.samples_per_target``, twice with
+        ``train.paired_targets``), and PacGAN packs (``model.pack``), at least 2 (the mode-seeking
+        term pairs halves). ValueError naming the settings otherwise: the one rule of how a batch
+        splits."""
         train = self.train
         k = train.reinforce_group
         m = train.samples_per_target
-        unit = math.lcm(k * m, self.model.pack)
+        pairs = 2 if train.paired_targets else 1
+        unit = math.lcm(k * m * pairs, self.model.pack)
         share = train.batch_size // processes
         if train.batch_size % processes or share % unit or share < 2:
             over = f"over {processes} processes into equal shares" if processes > 1 else "into a share"
             raise ValueError(
                 f"train.batch_size ({train.batch_size}) must split {over} of at least 2 graphs that "
-                f"are multiples of train.rl_samples_per_z ({k}) x train.samples_per_target ({m}) "
-                f"and model.pack ({self.model.pack})"
+                f"are multiples of train.rl_samples_per_z ({k}) x train.samples_per_target ({m})"
+                + (" x 2 (train.paired_targets)" if train.paired_targets else "")
+                + f" and model.pack ({self.model.pack})"
             )
         return share
 
@@ -396,6 +406,9 @@ class Config(_Section):
                              "(the repeats it counts per target)")
         if train.samples_per_target > 1 and not self.model.conditions:
             raise ValueError("train.samples_per_target > 1 needs model.conditions (the targets it repeats)")
+        if train.paired_targets and (not self.model.conditions or train.mode_seeking_weight == 0):
+            raise ValueError("train.paired_targets needs model.conditions and train.mode_seeking_weight > 0 "
+                             "(the term whose pairs it gives one target)")
         if train.hindsight_per_molecule and (train.hindsight_weight == 0 or self.reward.memory_size == 0):
             raise ValueError("train.hindsight_per_molecule needs train.hindsight_weight > 0 and "
                              "reward.memory_size > 0 (the occurrences it divides by)")

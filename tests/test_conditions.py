@@ -512,6 +512,31 @@ def test_samples_per_target_asks_each_target_of_a_step_several_times(
         debug_config("train.samples_per_target=4")
 
 
+def test_paired_targets_give_the_mode_seeking_pairs_one_target(
+    debug_config: Callable[..., Config], tmp_path: Path
+) -> None:
+    config = debug_config(*CONDITIONAL_OVERRIDES, "train.paired_targets=true", "train.samples_per_target=2",
+                          "train.mode_seeking_weight=1.0", "train.batch_size=16")
+    trainer = Trainer(config, tmp_path / "run", progress=False)
+    targets = trainer.step_targets(1)
+    assert targets is not None and targets.shape == (16, 2)
+    first, second = targets.nan_to_num(99.0).split(8)
+    assert torch.equal(first, second)  # graph i and graph i + 8, the pairs of the mode-seeking term
+    groups = first.view(4, 2, 2)
+    assert (groups == groups[:, :1]).all() and len({tuple(g[0].tolist()) for g in groups}) == 4
+    step = trainer.train_step(trainer.tau())  # a whole step runs on the paired targets
+    assert step["mode_seeking"] > 0
+    # Off, the halves ask for different targets.
+    plain = Trainer(debug_config(*CONDITIONAL_OVERRIDES, "train.batch_size=16"), tmp_path / "plain",
+                    progress=False).step_targets(1)
+    assert plain is not None and not torch.equal(*plain.nan_to_num(99.0).split(8))
+    with pytest.raises(ConfigError, match=r"samples_per_target \(2\) x 2 \(train.paired_targets\)"):
+        debug_config(*CONDITIONAL_OVERRIDES, "train.paired_targets=true", "train.samples_per_target=2",
+                     "train.mode_seeking_weight=1.0", "train.batch_size=10")  # not 2 x groups of 2
+    with pytest.raises(ConfigError, match=r"paired_targets needs model\.conditions and train\.mode_seeking"):
+        debug_config(*CONDITIONAL_OVERRIDES, "train.paired_targets=true")
+
+
 def test_missed_bars_names_each_bar_a_report_misses() -> None:
     from molgan.target_evaluation import missed_bars
 

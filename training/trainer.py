@@ -382,13 +382,15 @@ class Trainer:
     def step_targets(self, samples_per_z: int) -> torch.Tensor | None:
         """The targets (B, C) of a generator step's B graphs, ``None`` for an unconditional model:
         those of random training rows, so that they follow the data's joint distribution of the
-        properties, each for ``samples_per_z * train.samples_per_target`` consecutive graphs."""
+        properties, each for ``samples_per_z * train.samples_per_target`` consecutive graphs; with
+        ``train.paired_targets`` the second half repeats the first."""
         if self.train_conditions is None:
             return None
         group = samples_per_z * self.config.train.samples_per_target
-        rows = torch.randint(len(self.train_data), (self.local_batch // group,), generator=self.rng,
-                             device=self.device)
-        return self.conditions_of(rows).repeat_interleave(group, dim=0)
+        copies = 2 if self.config.train.paired_targets else 1
+        rows = torch.randint(len(self.train_data), (self.local_batch // (group * copies),),
+                             generator=self.rng, device=self.device)
+        return self.conditions_of(rows).repeat_interleave(group, dim=0).repeat(copies, 1)
 
     def score(
         self, atoms: torch.Tensor, bonds: torch.Tensor, conditions: torch.Tensor | None = None

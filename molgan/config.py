@@ -329,6 +329,12 @@ class TrainConfig(_Section):
         else 1 (no other estimator compares siblings)."""
         return self.rl_samples_per_z if self.rl_estimator == "reinforce" else 1
 
+    @property
+    def target_copies(self) -> int:
+        """How many times a share holds each group of graphs asked for one target: 2 with
+        ``paired_targets`` (once in each half), else 1."""
+        return 2 if self.paired_targets else 1
+
 
 class Config(_Section):
     name: str = "molgan"
@@ -355,8 +361,7 @@ class Config(_Section):
         train = self.train
         k = train.reinforce_group
         m = train.samples_per_target
-        pairs = 2 if train.paired_targets else 1
-        unit = math.lcm(k * m * pairs, self.model.pack)
+        unit = math.lcm(k * m * train.target_copies, self.model.pack)
         share = train.batch_size // processes
         if train.batch_size % processes or share % unit or share < 2:
             over = f"over {processes} processes into equal shares" if processes > 1 else "into a share"

@@ -387,7 +387,7 @@ class Trainer:
         if self.train_conditions is None:
             return None
         group = samples_per_z * self.config.train.samples_per_target
-        copies = 2 if self.config.train.paired_targets else 1
+        copies = self.config.train.target_copies
         rows = torch.randint(len(self.train_data), (self.local_batch // (group * copies),),
                              generator=self.rng, device=self.device)
         return self.conditions_of(rows).repeat_interleave(group, dim=0).repeat(copies, 1)
